@@ -1,0 +1,58 @@
+"""The ``datahubsync`` command: root options and explicit registration of every group.
+
+Groups are added with ``add_command`` here, not by import side effects, so
+nothing silently drops out of the frozen binary.
+"""
+
+from __future__ import annotations
+
+import click
+
+from datahubsync import __version__
+from datahubsync.cli.datasets import datasets
+from datahubsync.cli.doctor import doctor
+from datahubsync.cli.runner import AppContext
+from datahubsync.cli.serve import serve
+from datahubsync.core.errors import EXIT_STATUS_HELP
+
+LOG_LEVELS = click.Choice(["debug", "info", "warning", "error"], case_sensitive=False)
+
+
+@click.group(
+    context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+    epilog=EXIT_STATUS_HELP,
+)
+@click.option("--config", "config_path", type=click.Path(dir_okay=False),
+              envvar="DATAHUBSYNC_CONFIG",
+              help="Config file (default /etc/datahubsync/config.yaml, then ./config.yaml)")
+@click.option("--log-level", type=LOG_LEVELS, help="Override logging.level from the config")
+@click.option("--json", "json_output", is_flag=True, help="Print results as JSON")
+@click.version_option(__version__, "--version", prog_name="datahubsync")
+@click.pass_context
+def cli(ctx: click.Context, config_path: str | None, log_level: str | None,
+        json_output: bool) -> None:
+    """Keep a fleet of servers fed with data: datasets from a hub, and the hub itself.
+
+    \b
+    Typical use:
+      datahubsync datasets sync          # cron, 08:15
+      datahubsync serve                  # systemd service on the hub
+      datahubsync doctor                 # what is wrong with this host's setup
+    """
+    ctx.obj = AppContext(config_path, log_level.upper() if log_level else None, json_output)
+
+
+@cli.command()
+def version() -> None:
+    """Print the version."""
+    click.echo(f"datahubsync {__version__}")
+
+
+cli.add_command(datasets)
+cli.add_command(serve)
+cli.add_command(doctor)
+
+
+def main() -> None:
+    """Console-script entry point."""
+    cli(prog_name="datahubsync")

@@ -1,0 +1,197 @@
+"""``datahubsync datasets ...``: sync, list, status, rollback, publish."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+import click
+
+from datahubsync.cli.runner import AppContext, json_option, run_command
+from datahubsync.core.errors import EXIT_STATUS_HELP, ExitCode
+
+
+@click.group()
+def datasets() -> None:
+    """Keep local copies of the hub's datasets up to date."""
+
+
+@datasets.command(epilog=EXIT_STATUS_HELP)
+@click.argument("names", nargs=-1)
+@click.option("--force", is_flag=True, help="Download and install even if up to date")
+@click.option("--dry-run", is_flag=True, help="Only say what would be downloaded")
+@click.option("--max-time", type=click.FloatRange(min=1), metavar="SECONDS",
+              help="Give up (and fail) when the whole sync takes longer than this")
+@json_option
+@click.pass_obj
+@run_command
+def sync(app: AppContext, names: tuple[str, ...], force: bool, dry_run: bool,
+         max_time: float | None) -> int:
+    """Download and install datasets whose hub version is newer than ours.
+
+    NAMES limits the run to those configured datasets (default: all). Each
+    dataset is independent: one failing does not stop the others. Downloads
+    resume where they stopped; installs are atomic (the previous version is
+    kept for `datasets rollback`).
+    """
+    from datahubsync.core.progress import make_progress
+    from datahubsync.datasets.client import SyncOptions
+    from datahubsync.datasets.client import sync as run_sync
+
+    loaded = app.config()
+    results = run_sync(loaded, SyncOptions(names=names, force=force, dry_run=dry_run,
+                                           max_time=max_time,
+                                           progress=make_progress(app.json)))
+    app.emit({"message_type": "summary", "datasets": [asdict(r) for r in results]},
+             lambda: "\n".join(_sync_line(r) for r in results))
+    return ExitCode.PARTIAL if any(r.failed for r in results) else ExitCode.OK
+
+
+def _sync_line(r: Any) -> str:
+    detail = {
+        "installed": f"installed {r.remote_last_updated} ({r.bytes_downloaded} bytes "
+                     f"downloaded{', resumed' if r.resumed_from else ''}, {r.seconds:.1f}s)",
+        "up_to_date": f"up to date ({r.local_last_updated})",
+        "would_install": f"would install {r.remote_last_updated} ({r.package_size} bytes)",
+        "skipped": f"skipped: {r.message}",
+    }.get(r.status, f"FAILED: {r.message}")
+    return f"{r.name}: {detail}"
+
+
+@datasets.command("list", epilog=EXIT_STATUS_HELP)
+@json_option
+@click.pass_obj
+@run_command
+def list_(app: AppContext) -> int:
+    """Show what the hub offers next to what is installed here."""
+    from datahubsync.core.http import RetryPolicy, make_session
+    from datahubsync.core.timeutil import zone
+    from datahubsync.datasets.client import hub_catalog, needs_update
+    from datahubsync.datasets.state import ClientState
+
+    loaded = app.config()
+    local = ClientState(loaded.state_dir).last_sync()
+    configured = {d.name for d in loaded.config.datasets}
+    tz = zone(loaded.config.hub.timezone)
+    with make_session() as session:
+        catalog = hub_catalog(loaded, session, RetryPolicy(attempts=loaded.config.hub.retries))
+    rows = []
+    for name in sorted(set(catalog) | configured):
+        remote = catalog.get(name, {})
+        mine = local.get(name)
+        if name not in catalog:
+            state = "not offered by hub"
+        elif name not in configured:
+            state = "not configured"
+        elif mine is None:
+            state = "not installed"
+        else:
+            newer = needs_update(remote.get("last_updated"), mine, tz)
+            state = "outdated" if newer else "up to date"
+        rows.append({"name": name, "configured": name in configured,
+                     "remote_last_updated": remote.get("last_updated"),
+                     "package_ready": remote.get("package_ready"),
+                     "package_size": remote.get("package_size"),
+                     "local_last_updated": mine, "state": state})
+    app.emit({"message_type": "list", "datasets": rows}, lambda: _table(
+        ["NAME", "HUB VERSION", "SIZE", "LOCAL VERSION", "STATE"],
+        [[r["name"], r["remote_last_updated"] or "-", str(r["package_size"] or "-"),
+          r["local_last_updated"] or "-", r["state"]] for r in rows]))
+    return 0
+
+
+@datasets.command(epilog=EXIT_STATUS_HELP)
+@json_option
+@click.pass_obj
+@run_command
+def status(app: AppContext) -> int:
+    """Show the local state of each configured dataset (no network)."""
+    from datahubsync.datasets.state import ClientState
+
+    loaded = app.config()
+    state = ClientState(loaded.state_dir)
+    last = state.last_sync()
+    rows = []
+    for ds in loaded.config.datasets:
+        record = state.record(ds.name)
+        part = state.part_path(ds.name)
+        rows.append({
+            "name": ds.name, "local_dir": str(ds.local_dir), "mode": ds.mode,
+            "present": ds.local_dir.is_dir(), "last_updated": last.get(ds.name),
+            "installed_at": record.current.installed_at if record.current else None,
+            "previous": [p.last_updated for p in record.previous],
+            "skip_last_updated": record.skip_last_updated,
+            "partial_download_bytes": part.stat().st_size if part.exists() else 0,
+            "interrupted_install": state.journal_path(ds.name).exists(),
+        })
+    app.emit({"message_type": "status", "state_dir": str(state.state_dir), "datasets": rows},
+             lambda: _table(["NAME", "VERSION", "PRESENT", "PREVIOUS", "PARTIAL", "LOCAL DIR"],
+                            [[r["name"], r["last_updated"] or "-", "yes" if r["present"] else "NO",
+                              str(len(r["previous"])), str(r["partial_download_bytes"]),
+                              r["local_dir"]] for r in rows]))
+    return 0
+
+
+@datasets.command(epilog=EXIT_STATUS_HELP)
+@click.argument("name")
+@json_option
+@click.pass_obj
+@run_command
+def rollback(app: AppContext, name: str) -> int:
+    """Put back the previous version of NAME (kept by the last install).
+
+    The version rolled back from is not reinstalled by `datasets sync` until
+    the hub offers a newer one (or `--force`).
+    """
+    from datahubsync.core.locking import hold_lock
+    from datahubsync.datasets.client import select
+    from datahubsync.datasets.install import rollback as do_rollback
+    from datahubsync.datasets.state import ClientState
+
+    loaded = app.config()
+    ds = select(loaded, [name])[0]
+    state = ClientState(loaded.state_dir)
+    with hold_lock(state.state_dir / "datasets.lock", loaded.config.sync.lock_wait):
+        record = do_rollback(state, name, ds.local_dir, ds.mode)
+    current = record.current.last_updated if record.current else None
+    app.emit({"message_type": "rollback", "name": name, "last_updated": current,
+              "skip_last_updated": record.skip_last_updated},
+             lambda: f"{name}: rolled back to {current}")
+    return 0
+
+
+@datasets.command(epilog=EXIT_STATUS_HELP)
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
+              help="Directory to write the static tree into")
+@click.option("--data-root", type=click.Path(file_okay=False, path_type=Path),
+              help="Directory whose sub-directories are the datasets (serve.data_root)")
+@click.option("--force", is_flag=True, help="Build a new package for every changed dataset")
+@json_option
+@click.pass_obj
+@run_command
+def publish(app: AppContext, out: Path, data_root: Path | None, force: bool) -> int:
+    """Write a static tree (health, api/datasets, package/NAME.zip) for nginx or a CDN.
+
+    `datasets sync` works against such a tree unchanged: point hub.url at
+    wherever it is served.
+    """
+    from datahubsync.core.locking import hold_lock
+    from datahubsync.datasets.publish import publish as do_publish
+
+    loaded = app.config()
+    if data_root is not None:
+        loaded.config.serve.data_root = data_root.resolve()
+    with hold_lock(out / ".publish.lock"):
+        result = do_publish(loaded, out, force)
+    app.emit({"message_type": "publish", "out": str(result.out), "datasets": result.datasets,
+              "decisions": result.built},
+             lambda: "\n".join(f"{d['name']}: {d['last_updated']} ({d['package_size']} bytes)"
+                               f" — {result.built.get(d['name'], '')}" for d in result.datasets))
+    return 0
+
+
+def _table(header: list[str], rows: list[list[str]]) -> str:
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=False)]
+    return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=False))
+                     .rstrip() for row in [header, *rows])

@@ -1,0 +1,96 @@
+"""The one place where commands get their config, logging, output and exit codes.
+
+Commands declare what they need with ``@run_command``; errors we expect are
+shown as one line (JSON on stderr with ``--json``) and mapped to the codes in
+``core.errors``. Anything unexpected exits 70 with one line; the traceback
+is shown only at ``--log-level debug``.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import click
+
+from datahubsync.core.config import LoadedConfig, load_config
+from datahubsync.core.errors import DatahubsyncError, ExitCode
+from datahubsync.core.logsetup import setup_logging
+
+log = logging.getLogger("datahubsync")
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+@dataclass
+class AppContext:
+    """Root options, passed to every command through ``ctx.obj``."""
+
+    config_path: str | None = None
+    log_level: str | None = None
+    json: bool = False
+    _loaded: LoadedConfig | None = field(default=None, repr=False)
+
+    def config(self) -> LoadedConfig:
+        """Load and validate the config once; set up logging from it."""
+        if self._loaded is None:
+            self._loaded = load_config(self.config_path)
+            cfg = self._loaded.config.logging
+            setup_logging(self.log_level or cfg.level, cfg.file)
+        return self._loaded
+
+    def emit(self, document: Any, text: Callable[[], str]) -> None:
+        """Print a result: the JSON document with ``--json``, else the text."""
+        if self.json:
+            click.echo(json.dumps(document, indent=2, ensure_ascii=False, default=str))
+        else:
+            click.echo(text())
+
+
+def json_option(func: F) -> F:
+    """``--json`` on a command (also accepted before the command name)."""
+
+    def callback(ctx: click.Context, _param: click.Parameter, value: bool) -> bool:
+        if value:
+            ctx.find_object(AppContext).json = True  # type: ignore[union-attr]
+        return value
+
+    return click.option("--json", "json_flag", is_flag=True, expose_value=False,
+                        callback=callback, help="Print results as JSON")(func)
+
+
+def run_command(func: F) -> F:
+    """Wrap a command: map our errors to exit codes, one line each."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        app = click.get_current_context().find_object(AppContext) or AppContext()
+        setup_logging(app.log_level or "INFO")
+        try:
+            code = func(*args, **kwargs)
+        except DatahubsyncError as exc:
+            _fail(app, str(exc), exc.exit_code)
+        except KeyboardInterrupt:
+            _fail(app, "interrupted", ExitCode.INTERRUPTED)
+        except (click.exceptions.Exit, click.ClickException, click.Abort):
+            raise
+        except Exception as exc:  # noqa: BLE001 - the last line of defence
+            log.debug("unexpected error", exc_info=True)
+            _fail(app, f"internal error: {type(exc).__name__}: {exc} "
+                       "(run with --log-level debug for details)", ExitCode.SOFTWARE)
+        sys.exit(int(code or 0))
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _fail(app: AppContext, message: str, code: ExitCode) -> None:
+    if app.json:
+        click.echo(json.dumps({"message_type": "exit_error", "message": message,
+                               "code": int(code)}), err=True)
+    else:
+        click.echo(f"datahubsync: error: {message}", err=True)
+    sys.exit(int(code))

@@ -1,0 +1,1 @@
+"""Shared mechanics that know nothing about any one feature."""

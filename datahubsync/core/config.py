@@ -1,0 +1,252 @@
+"""Configuration: one YAML file, environment overrides, validation at load.
+
+Where the file is: ``--config``, else ``$DATAHUBSYNC_CONFIG``, else
+``/etc/datahubsync/config.yaml``, else ``./config.yaml``; with none of them
+the embedded defaults apply. Any value can be overridden with
+``DATAHUBSYNC_<SECTION>__<KEY>`` (double underscore for nesting, a number
+for a list index); values are read as YAML scalars, so ``300`` is a number.
+Unknown keys are errors: a typo must not silently disable a feature. Relative
+paths are taken relative to the config file's directory, so cron's working
+directory does not matter.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from datahubsync.core.errors import ConfigError
+
+ENV_PREFIX = "DATAHUBSYNC_"
+DEFAULT_LOCATIONS = (Path("/etc/datahubsync/config.yaml"), Path("config.yaml"))
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+class HubConfig(_Section):
+    """Where the client finds its hub (``datahubsync serve``, the old hub, or a static tree)."""
+
+    url: str | None = None
+    timeout: float = Field(300, gt=0)
+    connect_timeout: float = Field(10, gt=0)
+    retries: int = Field(5, ge=1)
+    timezone: str | None = None
+
+    @field_validator("url")
+    @classmethod
+    def _url_scheme(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value.rstrip("/") if value else value
+
+
+class DatasetConfig(_Section):
+    """One dataset this client keeps a copy of."""
+
+    name: str = Field(min_length=1, pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+    local_dir: Path
+    mode: Literal["swap", "overlay"] = "swap"
+    keep_previous: int = Field(1, ge=0)
+
+
+class SyncConfig(_Section):
+    """How the client downloads and installs."""
+
+    max_time: float | None = Field(None, gt=0)
+    max_total_bytes: int = Field(64 * 1024**3, gt=0)
+    max_ratio: float = Field(200.0, gt=1)
+    fsync: bool = True
+    lock_wait: float = Field(0, ge=0)
+
+
+class ServeConfig(_Section):
+    """The hub: what it serves and when it builds packages."""
+
+    host: str = "0.0.0.0"
+    port: int = Field(8080, ge=0, le=65535)
+    data_root: Path = Path("data")
+    datasets: list[str] | None = None
+    cache_dir: Path | None = None
+    check_interval: float = Field(600, gt=0)
+    debounce: float = Field(60, ge=0)
+    newer_ratio: float = Field(0.85, ge=0, le=1)
+    keep_packages: int = Field(2, ge=0)
+    compress_level: int = Field(6, ge=0, le=9)
+    compress_threads: int | None = Field(None, ge=1)
+    workers: int | None = Field(1, ge=1)
+    timezone: str | None = None
+    shutdown_timeout: float = Field(30, gt=0)
+    max_request_bytes: int = Field(1024 * 1024, gt=0)
+    catalog_poll: float = Field(1.0, gt=0)
+
+
+class LoggingConfig(_Section):
+    """Log level and optional log file (reopened after logrotate moves it)."""
+
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "debug", "info", "warning", "error"] = (
+        "INFO"
+    )
+    file: Path | None = None
+
+
+class Config(_Section):
+    """The whole configuration file."""
+
+    state_dir: Path | None = None
+    hub: HubConfig = Field(default_factory=HubConfig)
+    datasets: list[DatasetConfig] = Field(default_factory=list)
+    sync: SyncConfig = Field(default_factory=SyncConfig)
+    serve: ServeConfig = Field(default_factory=ServeConfig)
+    logging: LoggingConfig = Field(default_factory=LoggingConfig)
+
+
+@dataclass(frozen=True)
+class LoadedConfig:
+    """A validated config plus where it came from (for messages and relative paths)."""
+
+    config: Config
+    source: Path | None
+    overrides: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def state_dir(self) -> Path:
+        return self.config.state_dir or default_state_dir()
+
+
+def default_state_dir() -> Path:
+    """``/var/lib/datahubsync`` for root, else the XDG state directory."""
+    if hasattr(os, "geteuid") and os.geteuid() == 0:
+        return Path("/var/lib/datahubsync")
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return Path(base) / "datahubsync"
+
+
+def find_config(explicit: str | os.PathLike[str] | None, environ: Mapping[str, str]) -> Path | None:
+    """The config file to read; an explicitly named file must exist."""
+    named = explicit or environ.get("DATAHUBSYNC_CONFIG")
+    if named:
+        path = Path(named)
+        if not path.is_file():
+            raise ConfigError(f"{path}: config file not found")
+        return path
+    for candidate in DEFAULT_LOCATIONS:
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+def _scalar(text: str) -> Any:
+    try:
+        return yaml.safe_load(text) if text.strip() else text
+    except yaml.YAMLError:
+        return text
+
+
+def _apply_overrides(
+    data: dict[str, Any], environ: Mapping[str, str]
+) -> tuple[dict[str, Any], dict[str, str]]:
+    """Apply ``DATAHUBSYNC_<SECTION>__<KEY>`` variables; returns data and path→variable."""
+    applied: dict[str, str] = {}
+    top_keys = set(Config.model_fields)
+    for name in sorted(environ):
+        if not name.startswith(ENV_PREFIX):
+            continue
+        parts = [p.lower() for p in name[len(ENV_PREFIX):].split("__")]
+        if parts[0] not in top_keys:
+            if len(parts) > 1:
+                raise ConfigError(f"{name}: unknown config section {parts[0]!r}")
+            continue  # e.g. DATAHUBSYNC_CONFIG, not a key
+        node: Any = data
+        for depth, part in enumerate(parts):
+            last = depth == len(parts) - 1
+            if isinstance(node, list):
+                if not part.isdigit() or int(part) >= len(node):
+                    raise ConfigError(f"{name}: no list item {part!r} to override")
+                if last:
+                    node[int(part)] = _scalar(environ[name])
+                else:
+                    node = node[int(part)]
+                continue
+            if last:
+                node[part] = _scalar(environ[name])
+            else:
+                if not isinstance(node.get(part), (dict, list)):
+                    node[part] = {}
+                node = node[part]
+        applied[".".join(parts)] = name
+    return data, applied
+
+
+def _describe(error: Mapping[str, Any]) -> str:
+    kind = error.get("type", "")
+    if kind == "extra_forbidden":
+        return "unknown key"
+    if kind == "missing":
+        return "required key is missing"
+    message = str(error.get("msg", "invalid value"))
+    message = message.removeprefix("Value error, ")
+    value = error.get("input")
+    if not isinstance(value, (dict, list)) and kind != "missing":
+        message += f" (got {value!r})"
+    return message
+
+
+def _resolve_paths(config: Config, base: Path) -> Config:
+    """Relative paths are relative to the config file's directory."""
+
+    def fix(path: Path | None) -> Path | None:
+        if path is None:
+            return None
+        path = path.expanduser()
+        return path if path.is_absolute() else base / path
+
+    config.state_dir = fix(config.state_dir)
+    config.logging.file = fix(config.logging.file)
+    config.serve.data_root = fix(config.serve.data_root) or config.serve.data_root
+    config.serve.cache_dir = fix(config.serve.cache_dir)
+    for dataset in config.datasets:
+        dataset.local_dir = fix(dataset.local_dir) or dataset.local_dir
+    return config
+
+
+def load_config(
+    explicit: str | os.PathLike[str] | None = None, environ: Mapping[str, str] | None = None
+) -> LoadedConfig:
+    """Find, parse, override and validate the configuration; ConfigError on any problem."""
+    env = os.environ if environ is None else environ
+    source = find_config(explicit, env)
+    label = str(source) if source else "<defaults>"
+    data: Any = {}
+    if source is not None:
+        try:
+            data = yaml.safe_load(source.read_text(encoding="utf-8"))
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" line {mark.line + 1} column {mark.column + 1}" if mark else ""
+            problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+            raise ConfigError(f"{label}:{where}: invalid YAML: {problem}") from None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{label}: cannot read: {exc}") from None
+        if data is None:
+            data = {}
+        if not isinstance(data, dict):
+            raise ConfigError(f"{label}: top level must be a mapping of sections")
+    data, overrides = _apply_overrides(data, env)
+    try:
+        config = Config.model_validate(data)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        path = ".".join(str(p) for p in first["loc"]) or "<top>"
+        via = f" (from {overrides[path]})" if path in overrides else ""
+        more = f" (+{exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+        raise ConfigError(f"{label}: {path}{via}: {_describe(first)}{more}") from None
+    base = source.resolve().parent if source else Path.cwd()
+    return LoadedConfig(_resolve_paths(config, base), source, overrides)

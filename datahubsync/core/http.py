@@ -1,0 +1,147 @@
+"""HTTP client plumbing: one session factory and one retry policy.
+
+Every call has a timeout. Retried: connection errors, timeouts, 5xx, 408 and
+429 (honouring Retry-After). Never retried: other 4xx, which a retry cannot
+fix. Backoff is exponential with jitter; the sleep function is injectable so
+tests run fast.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import requests
+from requests.adapters import HTTPAdapter
+from tenacity import (
+    RetryCallState,
+    Retrying,
+    retry_if_exception,
+    stop_after_attempt,
+    stop_after_delay,
+    wait_exponential_jitter,
+)
+
+from datahubsync import __version__
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+RETRY_STATUSES = frozenset({408, 429, 500, 502, 503, 504})
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often and how long to retry one network operation."""
+
+    attempts: int = 5
+    initial: float = 1.0
+    maximum: float = 30.0
+    deadline: float | None = None  # seconds for all attempts together
+    sleep: Callable[[float], None] = time.sleep
+
+
+class RetryableStatus(Exception):
+    """A response whose status says "try again later"."""
+
+    def __init__(self, response: requests.Response) -> None:
+        super().__init__(f"HTTP {response.status_code} from {response.url}")
+        self.response = response
+
+    @property
+    def retry_after(self) -> float | None:
+        value = self.response.headers.get("Retry-After")
+        if not value:
+            return None
+        try:
+            return max(0.0, float(value))
+        except ValueError:
+            parsed = email.utils.parsedate_to_datetime(value)
+            if parsed is None:
+                return None
+            return max(0.0, parsed.timestamp() - time.time())
+
+
+def make_session(user_agent: str | None = None, pool: int = 4) -> requests.Session:
+    """A keep-alive session that does not retry by itself (we do, with tenacity)."""
+    session = requests.Session()
+    adapter = HTTPAdapter(pool_connections=pool, pool_maxsize=pool, max_retries=0)
+    session.mount("http://", adapter)
+    session.mount("https://", adapter)
+    session.headers["User-Agent"] = user_agent or f"datahubsync/{__version__}"
+    return session
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """Connection trouble and "try later" statuses are retryable; nothing else is."""
+    if isinstance(exc, RetryableStatus):
+        return True
+    return isinstance(
+        exc,
+        (
+            requests.ConnectionError,
+            requests.Timeout,
+            requests.exceptions.ChunkedEncodingError,
+            ConnectionError,
+            TimeoutError,
+        ),
+    )
+
+
+def raise_for_retryable(response: requests.Response) -> requests.Response:
+    """Turn a retryable status into an exception the retry loop understands."""
+    if response.status_code in RETRY_STATUSES:
+        response.close()
+        raise RetryableStatus(response)
+    return response
+
+
+def _wait(policy: RetryPolicy) -> Callable[[RetryCallState], float]:
+    backoff = wait_exponential_jitter(initial=policy.initial, max=policy.maximum)
+
+    def wait(state: RetryCallState) -> float:
+        exc = state.outcome.exception() if state.outcome else None
+        if isinstance(exc, RetryableStatus) and exc.retry_after is not None:
+            return min(exc.retry_after, policy.maximum * 10)
+        return backoff(state)
+
+    return wait
+
+
+def _log_retry(state: RetryCallState) -> None:
+    exc = state.outcome.exception() if state.outcome else None
+    delay = state.next_action.sleep if state.next_action else 0
+    log.warning("attempt %d failed (%s); retrying in %.1fs", state.attempt_number, exc, delay)
+
+
+def call_with_retry(fn: Callable[[], T], policy: RetryPolicy) -> T:
+    """Run ``fn`` under ``policy``; the last error is re-raised when it gives up."""
+    stop: Any = stop_after_attempt(max(1, policy.attempts))
+    if policy.deadline is not None:
+        stop = stop | stop_after_delay(policy.deadline)
+    retrying = Retrying(
+        stop=stop,
+        wait=_wait(policy),
+        retry=retry_if_exception(is_retryable),
+        sleep=policy.sleep,
+        before_sleep=_log_retry,
+        reraise=True,
+    )
+    return retrying(fn)
+
+
+def get_json(
+    session: requests.Session, url: str, timeout: float | tuple[float, float], policy: RetryPolicy
+) -> Any:
+    """GET ``url`` and decode JSON, with retries; non-retryable statuses raise HTTPError."""
+
+    def once() -> Any:
+        response = raise_for_retryable(session.get(url, timeout=timeout))
+        response.raise_for_status()
+        return response.json()
+
+    return call_with_retry(once, policy)

@@ -1,0 +1,48 @@
+"""Logging: stderr always, plus a file opened with WatchedFileHandler.
+
+WatchedFileHandler reopens the file when logrotate moves it, so rotation
+needs no copytruncate. Credentials in URLs are masked before any handler
+sees a record.
+"""
+
+from __future__ import annotations
+
+import logging
+import logging.handlers
+import re
+import sys
+from pathlib import Path
+
+_URL_CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s:]+:[^/@\s]+@")
+FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+class RedactFilter(logging.Filter):
+    """Masks ``user:password@`` in URLs so secrets never reach a log."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        redacted = _URL_CREDENTIALS.sub(r"\g<scheme>***@", message)
+        if redacted != message:
+            record.msg, record.args = redacted, ()
+        return True
+
+
+def setup_logging(level: str = "INFO", file: Path | None = None) -> None:
+    """Configure the ``datahubsync`` logger tree (idempotent: replaces our handlers)."""
+    root = logging.getLogger("datahubsync")
+    root.setLevel(level.upper())
+    root.propagate = False
+    for handler in list(root.handlers):
+        root.removeHandler(handler)
+        handler.close()
+    formatter = logging.Formatter(FORMAT)
+    stderr = logging.StreamHandler(sys.stderr)
+    handlers: list[logging.Handler] = [stderr]
+    if file is not None:
+        Path(file).parent.mkdir(parents=True, exist_ok=True)
+        handlers.append(logging.handlers.WatchedFileHandler(file, encoding="utf-8"))
+    for handler in handlers:
+        handler.setFormatter(formatter)
+        handler.addFilter(RedactFilter())
+        root.addHandler(handler)

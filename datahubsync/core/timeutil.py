@@ -1,0 +1,44 @@
+"""Hub timestamps: local ISO-8601 strings, compared as instants.
+
+The existing hub sends naive local time (``2026-11-23T19:31:54.791098``);
+ours adds the offset. A naive value is read in the hub's zone.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from zoneinfo import ZoneInfo
+
+from datahubsync.core.errors import ConfigError
+
+
+def zone(name: str | None) -> dt.tzinfo:
+    """The named IANA zone, or this machine's local zone when ``name`` is empty."""
+    if not name:
+        local = dt.datetime.now().astimezone().tzinfo
+        assert local is not None
+        return local
+    try:
+        return ZoneInfo(name)
+    except (KeyError, ValueError) as exc:
+        raise ConfigError(f"unknown time zone {name!r}: {exc}") from None
+
+
+def parse_hub_time(value: str, tz: dt.tzinfo) -> dt.datetime:
+    """Parse a hub ``last_updated`` into an aware datetime (naive → ``tz``)."""
+    parsed = dt.datetime.fromisoformat(value.strip().replace("Z", "+00:00"))
+    if parsed.tzinfo is None:
+        parsed = parsed.replace(tzinfo=tz)
+    return parsed
+
+
+def format_hub_time(moment: dt.datetime, tz: dt.tzinfo) -> str:
+    """Local time in the hub's shape plus the offset; microseconds only when non-zero."""
+    local = moment.astimezone(tz)
+    return local.isoformat(timespec="microseconds" if local.microsecond else "seconds")
+
+
+def from_timestamp_ns(ns: int, tz: dt.tzinfo) -> dt.datetime:
+    """An aware datetime in ``tz`` from nanoseconds since the epoch (µs precision)."""
+    seconds, rest = divmod(ns, 1_000_000_000)
+    return dt.datetime.fromtimestamp(seconds, tz) + dt.timedelta(microseconds=rest // 1000)

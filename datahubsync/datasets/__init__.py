@@ -1,0 +1,1 @@
+"""Datasets: hub-side packaging and client-side sync."""

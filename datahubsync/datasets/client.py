@@ -1,0 +1,241 @@
+"""``datasets sync``: bring every configured dataset up to the hub's version.
+
+Each dataset is independent: one failing does not stop the others. State
+is written only after a successful install. Works against ``serve``, the
+existing hub (no sha256/etag, naive timestamps) and a static published tree.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import requests
+
+from datahubsync.core.config import DatasetConfig, LoadedConfig
+from datahubsync.core.errors import (
+    ConfigError,
+    DatahubsyncError,
+    TempFailError,
+    UsageError,
+)
+from datahubsync.core.fsutil import free_bytes
+from datahubsync.core.http import RetryPolicy, get_json, make_session
+from datahubsync.core.locking import hold_lock
+from datahubsync.core.progress import NullProgress, Progress
+from datahubsync.core.timeutil import parse_hub_time, zone
+from datahubsync.datasets.archive import ExtractLimits
+from datahubsync.datasets.download import PackageChanged, RemotePackage, discard_part, download
+from datahubsync.datasets.install import InstallRequest, install, recover
+from datahubsync.datasets.state import ClientState, InstalledVersion
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DatasetResult:
+    """What happened to one dataset in one run (the ``--json`` document's item)."""
+
+    name: str
+    status: str  # up_to_date | installed | would_install | skipped | failed
+    remote_last_updated: str | None = None
+    local_last_updated: str | None = None
+    bytes_downloaded: int = 0
+    resumed_from: int = 0
+    package_size: int | None = None
+    seconds: float = 0.0
+    message: str = ""
+
+    @property
+    def failed(self) -> bool:
+        return self.status == "failed"
+
+
+@dataclass
+class SyncOptions:
+    names: Sequence[str] = ()
+    force: bool = False
+    dry_run: bool = False
+    max_time: float | None = None
+    progress: Progress = field(default_factory=NullProgress)
+    sleep: Callable[[float], None] = time.sleep
+    clock: Callable[[], float] = time.monotonic
+
+
+def hub_catalog(loaded: LoadedConfig, session: requests.Session,
+                policy: RetryPolicy) -> dict[str, dict[str, Any]]:
+    """The hub's ``/api/datasets``, by dataset name."""
+    hub = loaded.config.hub
+    if not hub.url:
+        raise ConfigError(f"{loaded.source or '<defaults>'}: hub.url: required to sync")
+    url = f"{hub.url}/api/datasets"
+    try:
+        document = get_json(session, url, (hub.connect_timeout, hub.timeout), policy)
+    except requests.HTTPError as exc:
+        raise TempFailError(f"hub {url} answered {exc.response.status_code}") from None
+    except (requests.RequestException, ConnectionError, TimeoutError) as exc:
+        raise TempFailError(f"hub {url} unreachable: {_short(exc)}") from None
+    except ValueError:
+        raise TempFailError(f"hub {url} did not answer JSON") from None
+    items = document.get("datasets") if isinstance(document, dict) else None
+    if not isinstance(items, list):
+        raise TempFailError(f"hub {url}: answer has no 'datasets' list")
+    return {str(d["name"]): d for d in items if isinstance(d, dict) and "name" in d}
+
+
+def _short(exc: BaseException) -> str:
+    text = str(exc)
+    return text if len(text) < 200 else text[:200] + "…"
+
+
+def select(loaded: LoadedConfig, names: Sequence[str]) -> list[DatasetConfig]:
+    configured = loaded.config.datasets
+    if not names:
+        return list(configured)
+    known = {d.name: d for d in configured}
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise UsageError(f"not configured: {', '.join(unknown)} (configured: "
+                         f"{', '.join(known) or 'none'})")
+    return [known[n] for n in names]
+
+
+def needs_update(remote: str | None, local: str | None, tz: dt.tzinfo) -> bool:
+    """Compare data versions as instants; an unreadable value means "update"."""
+    if remote is None:
+        return False
+    if local is None:
+        return True
+    try:
+        return parse_hub_time(remote, tz) > parse_hub_time(local, tz)
+    except ValueError:
+        return remote != local
+
+
+def sync(loaded: LoadedConfig, opts: SyncOptions) -> list[DatasetResult]:
+    """Sync the selected datasets; returns one result per dataset."""
+    datasets = select(loaded, opts.names)
+    if not datasets:
+        raise ConfigError(f"{loaded.source or '<defaults>'}: datasets: none configured")
+    state = ClientState(loaded.state_dir)
+    max_time = opts.max_time or loaded.config.sync.max_time
+    deadline = opts.clock() + max_time if max_time else None
+    policy = RetryPolicy(attempts=loaded.config.hub.retries, sleep=opts.sleep,
+                         deadline=max_time)
+    with hold_lock(state.state_dir / "datasets.lock", loaded.config.sync.lock_wait):
+        for ds in datasets:
+            recover(state, ds.name)
+        with make_session() as session:
+            catalog = hub_catalog(loaded, session, policy)
+            return [_sync_one(loaded, state, session, catalog, ds, opts, policy, deadline)
+                    for ds in datasets]
+
+
+def _sync_one(loaded: LoadedConfig, state: ClientState, session: requests.Session,
+              catalog: dict[str, dict[str, Any]], ds: DatasetConfig, opts: SyncOptions,
+              policy: RetryPolicy, deadline: float | None) -> DatasetResult:
+    started = opts.clock()
+    tz = zone(loaded.config.hub.timezone)
+    local = state.last_sync().get(ds.name)
+    result = DatasetResult(ds.name, "failed", local_last_updated=local)
+    try:
+        for attempt in range(2):
+            entry = catalog.get(ds.name)
+            if entry is None:
+                raise DatahubsyncError(f"{ds.name}: the hub does not offer this dataset")
+            result.remote_last_updated = entry.get("last_updated")
+            result.package_size = entry.get("package_size")
+            if not entry.get("package_ready", True):
+                raise DatahubsyncError(f"{ds.name}: the hub has no package ready yet")
+            skip = state.record(ds.name).skip_last_updated
+            if not opts.force and skip and skip == result.remote_last_updated:
+                result.status = "skipped"
+                result.message = "rolled back from this version; waiting for a newer one"
+                break
+            if not opts.force and ds.local_dir.exists() and not needs_update(
+                    result.remote_last_updated, local, tz):
+                result.status = "up_to_date"
+                break
+            if opts.dry_run:
+                result.status = "would_install"
+                break
+            try:
+                _download_and_install(loaded, state, session, entry, ds, opts, policy,
+                                      deadline, result)
+            except PackageChanged as exc:
+                if attempt:
+                    raise
+                log.warning("%s; reading the hub's catalog again", exc)
+                catalog.update(hub_catalog(loaded, session, policy))
+                continue
+            break
+    except DatahubsyncError as exc:
+        result.status, result.message = "failed", str(exc)
+    except (requests.RequestException, ConnectionError, TimeoutError) as exc:
+        result.status, result.message = "failed", f"{ds.name}: network: {_short(exc)}"
+    except OSError as exc:
+        result.status, result.message = "failed", f"{ds.name}: {exc}"
+    result.seconds = round(opts.clock() - started, 3)
+    if result.failed:
+        log.error("%s", result.message)
+    else:
+        log.info("%s: %s", ds.name, result.status.replace("_", " "))
+    return result
+
+
+def _download_and_install(loaded: LoadedConfig, state: ClientState, session: requests.Session,
+                          entry: dict[str, Any], ds: DatasetConfig, opts: SyncOptions,
+                          policy: RetryPolicy, deadline: float | None,
+                          result: DatasetResult) -> None:
+    hub = loaded.config.hub
+    size = entry.get("package_size")
+    size = int(size) if isinstance(size, int) and size > 0 else None
+    remote = RemotePackage(
+        name=ds.name, url=f"{hub.url}/package/{ds.name}.zip", size=size,
+        sha256=entry.get("sha256") or None, etag=entry.get("etag") or None,
+        last_updated=entry.get("last_updated"),
+    )
+    part = state.part_path(ds.name)
+    _check_space(part, ds, size, entry.get("total_size"))
+    done = download(session, remote, part, connect_timeout=hub.connect_timeout,
+                    read_timeout=hub.timeout, policy=policy, progress=opts.progress,
+                    deadline=deadline, clock=opts.clock)
+    result.bytes_downloaded, result.resumed_from = done.transferred, done.resumed_from
+    sync_cfg = loaded.config.sync
+    version = InstalledVersion(
+        last_updated=str(remote.last_updated or ""), version=entry.get("version"),
+        sha256=done.sha256, installed_at=dt.datetime.now().astimezone().isoformat("T", "seconds"),
+    )
+    request = InstallRequest(
+        name=ds.name, package=done.path, local_dir=ds.local_dir, mode=ds.mode,
+        keep_previous=ds.keep_previous, version=version,
+        limits=ExtractLimits(max_total_bytes=sync_cfg.max_total_bytes,
+                             max_ratio=sync_cfg.max_ratio),
+        fsync=sync_cfg.fsync,
+    )
+    try:
+        install(state, request)
+    except DatahubsyncError:
+        discard_part(part)  # a bad archive will not get better by keeping it
+        raise
+    discard_part(part)
+    result.status = "installed"
+
+
+def _check_space(part: Any, ds: DatasetConfig, package_size: int | None,
+                 total_size: Any) -> None:
+    """Refuse early, with a clear message, when the disk cannot hold the new version."""
+    need_dl = package_size or 0
+    need_data = int(total_size) if isinstance(total_size, int) else 0
+    free_state = free_bytes(part.parent)
+    free_data = free_bytes(ds.local_dir.parent)
+    if free_state < need_dl:
+        raise DatahubsyncError(f"{ds.name}: not enough disk space in {part.parent} "
+                               f"(need {need_dl} bytes, {free_state} free)")
+    if free_data < need_data:
+        raise DatahubsyncError(f"{ds.name}: not enough disk space for {ds.local_dir} "
+                               f"(need {need_data} bytes, {free_data} free)")

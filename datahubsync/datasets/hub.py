@@ -1,0 +1,166 @@
+"""The hub's builder: scans dataset directories and publishes packages.
+
+It runs beside the HTTP server (in a worker thread, so requests are never
+blocked) and is also what ``datasets publish`` calls. The clock is injected
+so the debounce logic is testable without sleeping.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from datahubsync.core.metrics import Metrics
+from datahubsync.core.timeutil import format_hub_time, from_timestamp_ns, parse_hub_time
+from datahubsync.datasets.freshness import Decision, decide, signature
+from datahubsync.datasets.packager import build_zip, scan_dataset
+from datahubsync.datasets.store import PackageRecord, PackageStore
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BuildSettings:
+    data_root: Path
+    datasets: list[str] | None  # None: every visible sub-directory of data_root
+    debounce: float
+    newer_ratio: float
+    keep_packages: int
+    compress_level: int
+    compress_threads: int | None
+    tz: dt.tzinfo
+
+
+@dataclass
+class _Pending:
+    signature: str
+    since: float
+
+
+@dataclass
+class Builder:
+    """Decides and builds packages; one instance per hub process that builds."""
+
+    settings: BuildSettings
+    store: PackageStore
+    metrics: Metrics | None = None
+    clock: Callable[[], float] = time.monotonic
+    wall_clock: Callable[[], float] = time.time
+    _pending: dict[str, _Pending] = field(default_factory=dict)
+
+    def dataset_names(self) -> list[str]:
+        """Configured names, or the visible sub-directories of data_root."""
+        if self.settings.datasets is not None:
+            return list(self.settings.datasets)
+        try:
+            return sorted(
+                e.name for e in os.scandir(self.settings.data_root)
+                if e.is_dir(follow_symlinks=True) and not e.name.startswith(".")
+            )
+        except FileNotFoundError:
+            log.warning("data_root %s does not exist", self.settings.data_root)
+            return []
+
+    def run_once(self, force: bool = False) -> dict[str, Decision]:
+        """One pass over every dataset; returns what was decided for each."""
+        current = {r.dataset: r for r in (p.record for p in self.store.current().values())}
+        outcome: dict[str, Decision] = {}
+        for name in self.dataset_names():
+            try:
+                outcome[name] = self._check(name, current.get(name), force)
+            except OSError as exc:
+                log.error("dataset %s: cannot scan or build: %s", name, exc)
+                outcome[name] = Decision(False, f"error: {exc}")
+        return outcome
+
+    def next_wakeup(self, interval: float) -> float:
+        """Seconds until the next pass: sooner while a change is being debounced."""
+        if not self._pending:
+            return interval
+        now = self.clock()
+        due = min(p.since + self.settings.debounce for p in self._pending.values()) - now
+        return max(0.05, min(interval, due))
+
+    def _check(self, name: str, packaged: PackageRecord | None, force: bool) -> Decision:
+        root = self.settings.data_root / name
+        if not root.is_dir():
+            return Decision(False, "no such directory")
+        entries = scan_dataset(root)
+        decision = decide(
+            entries,
+            packaged.signature if packaged else None,
+            packaged.newest_mtime_ns if packaged else None,
+            self.settings.newer_ratio,
+            force,
+        )
+        if not decision.build:
+            self._pending.pop(name, None)
+            if decision.reason != "unchanged":
+                log.debug("dataset %s: not building: %s", name, decision.reason)
+            return decision
+        sig = signature(entries)
+        if packaged is not None and not force and self.settings.debounce > 0:
+            pending = self._pending.get(name)
+            now = self.clock()
+            if pending is None or pending.signature != sig:
+                self._pending[name] = _Pending(sig, now)
+                log.info("dataset %s: %s; waiting %.0fs for it to settle", name,
+                         decision.reason, self.settings.debounce)
+                return Decision(False, "debouncing: " + decision.reason)
+            if now - pending.since < self.settings.debounce:
+                return Decision(False, "debouncing: " + decision.reason)
+        self._pending.pop(name, None)
+        self._build(name, root, entries, packaged)
+        return decision
+
+    def _build(self, name: str, root: Path, entries: list, packaged: PackageRecord | None) -> None:
+        tz = self.settings.tz
+        started = time.monotonic()
+        now = dt.datetime.fromtimestamp(self.wall_clock(), tz)
+        version = now.strftime("%Y%m%d_%H%M%S")
+        if packaged is not None and version <= packaged.version:
+            bumped = dt.datetime.strptime(packaged.version, "%Y%m%d_%H%M%S")
+            version = (bumped + dt.timedelta(seconds=1)).strftime("%Y%m%d_%H%M%S")
+        temp = self.store.temp_path(name, version)
+        log.info("dataset %s: building package %s (%d files)", name, version, len(entries))
+        try:
+            built = build_zip(root, entries, temp, level=self.settings.compress_level,
+                              threads=self.settings.compress_threads)
+        except BaseException:
+            temp.unlink(missing_ok=True)
+            raise
+        newest = max((e.mtime_ns for e in entries), default=0)
+        data_time = from_timestamp_ns(newest, tz)
+        if packaged is not None:
+            # The data version must move forward even if no file got a newer mtime
+            # (a deletion): clients compare it to decide whether to download.
+            previous = parse_hub_time(packaged.last_updated, tz)
+            if data_time <= previous:
+                data_time = max(now, previous + dt.timedelta(microseconds=1))
+        seconds = time.monotonic() - started
+        record = PackageRecord(
+            dataset=name,
+            version=version,
+            file=f"{name}_{version}.zip",
+            last_updated=format_hub_time(data_time, tz),
+            newest_mtime_ns=newest,
+            sha256=built.sha256,
+            size=built.size,
+            file_count=built.file_count,
+            total_size=built.total_size,
+            built_at=format_hub_time(now, tz),
+            signature=signature(entries),
+            build_seconds=round(seconds, 3),
+        )
+        self.store.commit(temp, record, self.settings.keep_packages)
+        log.info("dataset %s: published %s (%d bytes, %.1fs)", name, record.file, built.size,
+                 seconds)
+        if self.metrics is not None:
+            self.metrics.inc("datahubsync_packages_built_total", dataset=name)
+            self.metrics.inc("datahubsync_package_build_seconds_total", seconds, dataset=name)
+            self.metrics.set("datahubsync_package_last_build_seconds", seconds, dataset=name)

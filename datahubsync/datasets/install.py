@@ -1,0 +1,182 @@
+"""Atomic install of a downloaded package into ``local_dir``, rollback and recovery.
+
+``swap`` mode: extract into a hidden sibling directory, flush it to disk,
+then exchange it with ``local_dir`` in one ``renameat2(RENAME_EXCHANGE)``
+(two renames where that is unavailable). The old tree is kept as a hidden
+sibling for ``rollback``. ``overlay`` mode: extract into the sibling, then
+move file by file over ``local_dir`` (hard-linking each replaced file into a
+backup first), leaving files the package does not contain alone.
+
+A journal in the state directory is written before anything in ``local_dir``
+moves; after a crash, ``recover`` finishes the interrupted step, so readers
+see the old or the new complete dataset, never a mix.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from datahubsync.core.errors import DatahubsyncError
+from datahubsync.core.fsutil import exchange, remove_tree, sync_filesystem
+from datahubsync.core.statefile import read_json, write_json_atomic
+from datahubsync.datasets.archive import ExtractLimits, extract_safe
+from datahubsync.datasets.state import ClientState, InstalledVersion, InstallRecord
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class InstallRequest:
+    name: str
+    package: Path
+    local_dir: Path
+    mode: str  # "swap" | "overlay"
+    keep_previous: int
+    version: InstalledVersion
+    limits: ExtractLimits
+    fsync: bool = True
+
+
+def _sibling(local_dir: Path, tag: str) -> Path:
+    stamp = dt.datetime.now().strftime("%Y%m%d%H%M%S%f")
+    return local_dir.parent / f".{local_dir.name}.dhs-{tag}-{stamp}"
+
+
+def _files_under(root: Path) -> list[str]:
+    found: list[str] = []
+    for base, _dirs, files in os.walk(root):
+        for name in files:
+            found.append(os.path.relpath(os.path.join(base, name), root))
+    return sorted(found)
+
+
+def install(state: ClientState, req: InstallRequest,
+            progress: Callable[[int], None] | None = None) -> None:
+    """Extract ``req.package`` and put it in place atomically; then record it."""
+    req.local_dir.parent.mkdir(parents=True, exist_ok=True)
+    staging = _sibling(req.local_dir, "new")
+    staging.mkdir()
+    try:
+        extract_safe(req.package, staging, req.limits, progress=progress)
+        if req.fsync:
+            sync_filesystem(staging)
+    except BaseException:
+        remove_tree(staging)
+        raise
+    backup = _sibling(req.local_dir, "prev")
+    journal = {
+        "mode": req.mode,
+        "local_dir": str(req.local_dir),
+        "staging": str(staging),
+        "backup": str(backup),
+        "new_inode": staging.stat().st_ino,
+        "version": req.version.__dict__,
+        "keep_previous": req.keep_previous,
+    }
+    write_json_atomic(state.journal_path(req.name), journal)
+    _apply(state, req.name, journal)
+
+
+def recover(state: ClientState, name: str) -> bool:
+    """Finish an install a crash interrupted; returns whether there was one."""
+    journal = read_json(state.journal_path(name), None)
+    if not isinstance(journal, dict):
+        return False
+    log.warning("%s: finishing an install that was interrupted", name)
+    _apply(state, name, journal)
+    return True
+
+
+def _apply(state: ClientState, name: str, journal: dict) -> None:
+    local_dir = Path(journal["local_dir"])
+    staging = Path(journal["staging"])
+    backup = Path(journal["backup"])
+    if journal["mode"] == "overlay":
+        _overlay(staging, local_dir, backup)
+    else:
+        _swap(staging, local_dir, backup, int(journal["new_inode"]))
+    remove_tree(staging)
+    version = InstalledVersion(**journal["version"])
+    record = state.record(name)
+    if record.current is not None:
+        kept = InstalledVersion(**{**record.current.__dict__, "path": str(backup)})
+        if backup.exists():
+            record.previous.insert(0, kept)
+    record.current = version
+    record.skip_last_updated = None
+    keep = int(journal.get("keep_previous", 1))
+    for old in record.previous[keep:]:
+        if old.path:
+            remove_tree(Path(old.path))
+    record.previous = [p for p in record.previous[:keep] if p.path and Path(p.path).exists()]
+    if not record.previous and backup.exists() and keep == 0:
+        remove_tree(backup)
+    state.save_record(name, record)
+    state.set_last_sync(name, version.last_updated)
+    state.journal_path(name).unlink(missing_ok=True)
+
+
+def _swap(staging: Path, local_dir: Path, backup: Path, new_inode: int) -> None:
+    """Put the new tree (inode ``new_inode``) at ``local_dir``, the old one at ``backup``."""
+    if local_dir.exists() and local_dir.stat().st_ino == new_inode:
+        if staging.exists():  # exchanged already: staging holds the old tree
+            os.replace(staging, backup)
+        return
+    if not local_dir.exists():
+        if staging.exists():
+            os.replace(staging, local_dir)
+            return
+        raise DatahubsyncError(f"{local_dir}: install journal found but neither the new "
+                               "nor the old tree is present")
+    if not staging.exists():
+        raise DatahubsyncError(f"{staging}: staged dataset vanished before the swap")
+    if exchange(staging, local_dir):
+        os.replace(staging, backup)
+    else:
+        os.replace(local_dir, backup)
+        os.replace(staging, local_dir)
+
+
+def _overlay(staging: Path, local_dir: Path, backup: Path) -> None:
+    """Move each staged file over ``local_dir``, hard-linking replaced files into ``backup``."""
+    local_dir.mkdir(parents=True, exist_ok=True)
+    if not staging.exists():
+        return
+    for rel in _files_under(staging):
+        src, dest, saved = staging / rel, local_dir / rel, backup / rel
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        if dest.exists() and not saved.exists():
+            saved.parent.mkdir(parents=True, exist_ok=True)
+            os.link(dest, saved)
+        os.replace(src, dest)
+    backup.mkdir(parents=True, exist_ok=True)
+
+
+def rollback(state: ClientState, name: str, local_dir: Path, mode: str) -> InstallRecord:
+    """Put the newest kept previous version back in place."""
+    record = state.record(name)
+    if not record.previous or record.current is None:
+        raise DatahubsyncError(f"{name}: no previous version is kept to roll back to")
+    target = record.previous[0]
+    kept = Path(target.path or "")
+    if not kept.exists():
+        raise DatahubsyncError(f"{name}: previous version directory {kept} is missing")
+    if mode == "overlay":
+        raise DatahubsyncError(f"{name}: rollback is only supported in swap mode")
+    if not exchange(kept, local_dir):
+        aside = _sibling(local_dir, "prev")
+        os.replace(local_dir, aside)
+        os.replace(kept, local_dir)
+        os.replace(aside, kept)
+    rolled_from = record.current
+    record.current = InstalledVersion(**{**target.__dict__, "path": None})
+    record.previous[0] = InstalledVersion(**{**rolled_from.__dict__, "path": str(kept)})
+    record.skip_last_updated = rolled_from.last_updated
+    state.save_record(name, record)
+    state.set_last_sync(name, target.last_updated)
+    return record

@@ -1,0 +1,132 @@
+"""The hub's HTTP routes: ``/api/datasets`` and ``/package/{name}.zip``.
+
+Compatibility (DESIGN.md): the JSON keys of the existing hub, plus
+``generated_at`` and per dataset ``sha256``, ``etag``, ``version``. A plain GET
+of a package answers 200 (old clients accept nothing else); Range gives 206,
+If-Range with a stale validator gives the whole file again. Package names are
+looked up in memory, so an unknown name never touches the filesystem.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import re
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiohttp import hdrs, web
+
+from datahubsync.datasets.hub import Builder
+from datahubsync.datasets.routes_doc import datasets_document
+from datahubsync.datasets.store import PackageStore, Published
+
+log = logging.getLogger(__name__)
+_HTTP_DATE = re.compile(r"^[A-Za-z]{3},")
+
+
+class PackageFileResponse(web.FileResponse):
+    """FileResponse that also honours an ETag in If-Range.
+
+    aiohttp only understands the date form of If-Range and would serve a
+    range of a *different* file to a client resuming with a stale ETag.
+    """
+
+    def __init__(self, path: Any, etag: str) -> None:
+        super().__init__(path)
+        self._package_etag = etag
+
+    async def prepare(self, request: web.BaseRequest) -> Any:
+        if_range = request.headers.get(hdrs.IF_RANGE)
+        if if_range and not _HTTP_DATE.match(if_range.strip()):
+            if if_range.strip() != f'"{self._package_etag}"':
+                stripped = request.headers.copy()
+                stripped.popall(hdrs.RANGE, None)
+                stripped.popall(hdrs.IF_RANGE, None)
+                request = request.clone(headers=stripped)
+        return await super().prepare(request)
+
+
+@dataclass
+class Catalog:
+    """What this process publishes, refreshed from the store on disk."""
+
+    store: PackageStore
+    names: list[str]
+    tz: dt.tzinfo
+    published: dict[str, Published] = field(default_factory=dict)
+
+    def refresh(self) -> None:
+        self.published = self.store.current()
+
+
+CATALOG = web.AppKey("datasets_catalog", Catalog)
+BUILDER = web.AppKey("datasets_builder", Builder)
+
+
+async def api_datasets(request: web.Request) -> web.Response:
+    catalog = request.app[CATALOG]
+    return web.json_response(datasets_document(catalog.names, catalog.published, catalog.tz))
+
+
+async def package(request: web.Request) -> web.StreamResponse:
+    filename = request.match_info["filename"]
+    published = None
+    if filename.endswith(".zip"):
+        published = request.app[CATALOG].published.get(filename[:-4])
+    if published is None:
+        return web.json_response({"error": "Package not found"}, status=404)
+    return PackageFileResponse(published.path, published.etag)
+
+
+def setup(app: web.Application, catalog: Catalog, builder: Builder | None,
+          check_interval: float, poll: float, on_first_scan: Any = None) -> None:
+    """Mount the routes; start the builder (if this process builds) and the catalog poll."""
+    app[CATALOG] = catalog
+    app.router.add_get("/api/datasets", api_datasets)
+    app.router.add_get("/package/{filename}", package)
+
+    async def background(app: web.Application) -> Any:
+        tasks = [asyncio.create_task(_poll_catalog(catalog, poll))]
+        if builder is not None:
+            app[BUILDER] = builder
+            tasks.append(asyncio.create_task(_build_loop(builder, catalog, check_interval,
+                                                         on_first_scan)))
+        elif on_first_scan is not None:
+            await asyncio.to_thread(catalog.refresh)
+            on_first_scan()
+        yield
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    app.cleanup_ctx.append(background)
+
+
+async def _poll_catalog(catalog: Catalog, poll: float) -> None:
+    while True:
+        try:
+            await asyncio.to_thread(catalog.refresh)
+        except Exception:  # noqa: BLE001 - a bad pass must not stop serving
+            log.exception("catalog refresh failed")
+        await asyncio.sleep(poll)
+
+
+async def _build_loop(builder: Builder, catalog: Catalog, interval: float,
+                      on_first_scan: Any) -> None:
+    first = True
+    while True:
+        try:
+            catalog.names = await asyncio.to_thread(builder.dataset_names)
+            catalog.refresh()
+            if first and on_first_scan is not None:
+                on_first_scan()
+            first = False
+            await asyncio.to_thread(builder.run_once)
+            catalog.refresh()
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # noqa: BLE001 - keep the hub up; the next pass retries
+            log.exception("package builder pass failed")
+        await asyncio.sleep(builder.next_wakeup(interval))

@@ -1,0 +1,32 @@
+"""The ``/api/datasets`` document, shared by ``serve`` and the static publisher."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from datahubsync.core.timeutil import format_hub_time
+from datahubsync.datasets.store import Published
+
+
+def dataset_entry(name: str, published: Published | None) -> dict[str, Any]:
+    """One element of ``/api/datasets`` (the existing hub's keys first)."""
+    if published is None:
+        return {"name": name, "last_updated": None, "file_count": 0, "total_size": 0,
+                "package_ready": False, "package_size": 0, "sha256": None, "etag": None,
+                "version": None}
+    r = published.record
+    return {"name": name, "last_updated": r.last_updated, "file_count": r.file_count,
+            "total_size": r.total_size, "package_ready": True, "package_size": r.size,
+            "sha256": r.sha256, "etag": published.etag, "version": r.version}
+
+
+def datasets_document(names: Iterable[str], published: Mapping[str, Published],
+                      tz: dt.tzinfo) -> dict[str, Any]:
+    """The whole document: every known dataset, built or not."""
+    every = sorted(set(names) | set(published))
+    return {
+        "generated_at": format_hub_time(dt.datetime.now(tz), tz),
+        "datasets": [dataset_entry(n, published.get(n)) for n in every],
+    }

@@ -1,0 +1,139 @@
+"""The hub's package store: ``{cache_dir}/{dataset}_{YYYYmmdd_HHMMSS}.zip`` plus a sidecar.
+
+The sidecar (``<zip>.json``) records what the package holds and the data
+version it represents; a package without a sidecar is not published, so a
+reader never sees a half-written package. Both the builder and every server
+worker read the store from disk, which is what lets several workers share it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from datahubsync.core.statefile import write_json_atomic
+
+log = logging.getLogger(__name__)
+SIDECAR = ".zip.json"
+
+
+@dataclass(frozen=True)
+class PackageRecord:
+    """One published package of one dataset."""
+
+    dataset: str
+    version: str  # YYYYmmdd_HHMMSS, local time of the build
+    file: str  # zip file name inside the store
+    last_updated: str  # data version, hub-local ISO-8601 with offset
+    newest_mtime_ns: int
+    sha256: str
+    size: int
+    file_count: int
+    total_size: int
+    built_at: str
+    signature: str  # digest of (path, size, mtime) of the files packed
+    build_seconds: float
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> PackageRecord:
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+
+@dataclass(frozen=True)
+class Published:
+    """A record plus the file's stat, from which the HTTP ETag is derived."""
+
+    record: PackageRecord
+    path: Path
+    etag: str  # same form aiohttp's FileResponse sends: mtime_ns-size, hex
+
+
+def file_etag(st: os.stat_result) -> str:
+    """The ETag ``serve`` sends for a file (aiohttp's FileResponse form)."""
+    return f"{st.st_mtime_ns:x}-{st.st_size:x}"
+
+
+class PackageStore:
+    """Reads and writes the packages of every dataset in one directory."""
+
+    def __init__(self, cache_dir: Path) -> None:
+        self.cache_dir = Path(cache_dir)
+
+    def records(self, dataset: str | None = None) -> list[PackageRecord]:
+        """Published records, newest first (optionally of one dataset)."""
+        found: list[PackageRecord] = []
+        try:
+            entries = list(os.scandir(self.cache_dir))
+        except FileNotFoundError:
+            return []
+        for entry in entries:
+            if not entry.name.endswith(SIDECAR) or entry.name.startswith("."):
+                continue
+            try:
+                record = PackageRecord.from_json(json.loads(Path(entry.path).read_text("utf-8")))
+            except (OSError, ValueError, TypeError) as exc:
+                log.warning("ignoring unreadable package sidecar %s: %s", entry.path, exc)
+                continue
+            if dataset is None or record.dataset == dataset:
+                found.append(record)
+        found.sort(key=lambda r: (r.dataset, r.version), reverse=True)
+        return found
+
+    def current(self) -> dict[str, Published]:
+        """The newest package of each dataset whose zip is present."""
+        newest: dict[str, Published] = {}
+        for record in self.records():
+            if record.dataset in newest:
+                continue
+            path = self.cache_dir / record.file
+            try:
+                st = path.stat()
+            except FileNotFoundError:
+                continue
+            newest[record.dataset] = Published(record, path, file_etag(st))
+        return newest
+
+    def temp_path(self, dataset: str, version: str) -> Path:
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        return self.cache_dir / f".{dataset}_{version}.zip.{os.getpid()}.tmp"
+
+    def commit(self, temp_zip: Path, record: PackageRecord, keep: int) -> Path:
+        """Publish a finished package: rename the zip into place, then write its sidecar."""
+        final = self.cache_dir / record.file
+        os.replace(temp_zip, final)
+        write_json_atomic(final.with_name(final.name[: -len(".zip")] + SIDECAR), record.to_json())
+        self.prune(record.dataset, keep)
+        return final
+
+    def prune(self, dataset: str, keep: int) -> None:
+        """Keep the current package and ``keep`` older ones; delete the rest."""
+        for old in self.records(dataset)[1 + keep :]:
+            zip_path = self.cache_dir / old.file
+            for path in (zip_path.with_name(zip_path.name[: -len(".zip")] + SIDECAR), zip_path):
+                try:
+                    path.unlink()
+                except FileNotFoundError:
+                    pass
+            log.info("pruned old package %s", old.file)
+
+    def remove_temp_files(self) -> None:
+        """Drop temp files a killed build left behind."""
+        try:
+            entries = list(os.scandir(self.cache_dir))
+        except FileNotFoundError:
+            return
+        for entry in entries:
+            if entry.name.startswith(".") and entry.name.endswith(".tmp"):
+                try:
+                    os.unlink(entry.path)
+                except OSError:
+                    pass

@@ -1,0 +1,1 @@
+"""The ``serve`` application: mounts the routes each feature package exports."""

@@ -1,0 +1,102 @@
+"""The ``serve`` app factory: health, metrics, and each feature's routes."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from datahubsync.core.config import LoadedConfig
+from datahubsync.core.metrics import Metrics
+from datahubsync.core.timeutil import zone
+from datahubsync.datasets import routes as dataset_routes
+from datahubsync.datasets.hub import Builder, BuildSettings
+from datahubsync.datasets.store import PackageStore
+
+log = logging.getLogger(__name__)
+METRICS = web.AppKey("metrics", Metrics)
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _route_label(request: web.Request) -> str:
+    resource = request.match_info.route.resource
+    return resource.canonical if resource is not None else "unmatched"
+
+
+@web.middleware
+async def count_requests(request: web.Request, handler: Handler) -> web.StreamResponse:
+    metrics = request.app[METRICS]
+    started = time.monotonic()
+    try:
+        response = await handler(request)
+        status = response.status
+    except web.HTTPException as exc:
+        status = exc.status
+        raise
+    except Exception:
+        status = 500
+        raise
+    finally:
+        route = _route_label(request)
+        metrics.inc("datahubsync_http_requests_total", route=route, status=str(status))
+        metrics.inc("datahubsync_http_request_seconds_total", time.monotonic() - started,
+                    route=route)
+    return response
+
+
+async def _count_bytes(request: web.Request, response: web.StreamResponse) -> None:
+    if response.content_length and request.method != "HEAD":
+        request.app[METRICS].inc("datahubsync_http_response_bytes_total",
+                                 response.content_length, route=_route_label(request))
+
+
+async def health(request: web.Request) -> web.Response:
+    return web.json_response({"status": "ok"})
+
+
+async def metrics_text(request: web.Request) -> web.Response:
+    return web.Response(text=request.app[METRICS].render(), content_type="text/plain",
+                        charset="utf-8")
+
+
+def new_metrics() -> Metrics:
+    metrics = Metrics()
+    metrics.describe("datahubsync_http_requests_total", "counter", "HTTP requests by route/status")
+    metrics.describe("datahubsync_http_request_seconds_total", "counter",
+                     "Seconds spent in handlers by route")
+    metrics.describe("datahubsync_http_response_bytes_total", "counter",
+                     "Response body bytes served by route")
+    metrics.describe("datahubsync_packages_built_total", "counter", "Packages built by dataset")
+    metrics.describe("datahubsync_package_build_seconds_total", "counter",
+                     "Seconds spent building packages by dataset")
+    metrics.describe("datahubsync_package_last_build_seconds", "gauge",
+                     "Duration of the last package build by dataset")
+    return metrics
+
+
+def create_app(loaded: LoadedConfig, *, build: bool = True,
+               on_ready: Callable[[], Any] | None = None) -> web.Application:
+    """Build the application; ``build=False`` serves existing packages only."""
+    cfg = loaded.config.serve
+    tz = zone(cfg.timezone)
+    app = web.Application(middlewares=[count_requests], client_max_size=cfg.max_request_bytes)
+    metrics = new_metrics()
+    app[METRICS] = metrics
+    app.on_response_prepare.append(_count_bytes)
+    app.router.add_get("/health", health)
+    app.router.add_get("/metrics", metrics_text)
+
+    store = PackageStore(cfg.cache_dir or loaded.state_dir / "packages")
+    store.remove_temp_files()
+    settings = BuildSettings(
+        data_root=cfg.data_root, datasets=cfg.datasets, debounce=cfg.debounce,
+        newer_ratio=cfg.newer_ratio, keep_packages=cfg.keep_packages,
+        compress_level=cfg.compress_level, compress_threads=cfg.compress_threads, tz=tz,
+    )
+    builder = Builder(settings, store, metrics) if build else None
+    catalog = dataset_routes.Catalog(store, list(cfg.datasets or []), tz)
+    dataset_routes.setup(app, catalog, builder, cfg.check_interval, cfg.catalog_poll, on_ready)
+    return app
