@@ -1,0 +1,162 @@
+"""Test helpers: run the CLI as a real subprocess, start a real hub, make datasets."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def cli_argv() -> list[str]:
+    """How to start datahubsync: the frozen binary when DATAHUBSYNC_BIN is set."""
+    binary = os.environ.get("DATAHUBSYNC_BIN")
+    return [binary] if binary else [sys.executable, "-m", "datahubsync"]
+
+
+def clean_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DATAHUBSYNC_")
+           or k == "DATAHUBSYNC_BIN"}
+    env.pop("NOTIFY_SOCKET", None)
+    env["PYTHONPATH"] = str(ROOT)
+    env.update(extra or {})
+    return env
+
+
+@dataclass
+class Result:
+    code: int
+    out: str
+    err: str
+
+    def json(self) -> Any:
+        return json.loads(self.out)
+
+
+def run_cli(args: Sequence[str], *, config: Path | None = None, expect: int | None = 0,
+            env: dict[str, str] | None = None, timeout: float = 120,
+            cwd: Path | None = None) -> Result:
+    argv = cli_argv() + (["--config", str(config)] if config else []) + list(args)
+    proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
+                          env=clean_env(env), cwd=cwd)
+    result = Result(proc.returncode, proc.stdout, proc.stderr)
+    if expect is not None and proc.returncode != expect:
+        raise AssertionError(f"exit {proc.returncode} (wanted {expect}) for {argv}\n"
+                             f"stdout:\n{proc.stdout}\nstderr:\n{proc.stderr}")
+    return result
+
+
+def write_yaml(path: Path, data: dict[str, Any]) -> Path:
+    path.write_text(yaml.safe_dump(data, allow_unicode=True))
+    return path
+
+
+def make_dataset(root: Path, files: int = 5, rows: int = 20, seed: int = 0) -> dict[str, bytes]:
+    """Stock-like CSV files (GBK header, CRLF), some under a Chinese-named folder."""
+    root.mkdir(parents=True, exist_ok=True)
+    written: dict[str, bytes] = {}
+    for i in range(files):
+        folder = "沪市" if i % 2 else "sz"
+        rel = f"{folder}/{600000 + i + seed}.csv"
+        lines = ["交易日期,开盘价,收盘价,成交量".encode("gbk")]
+        for r in range(rows):
+            lines.append(f"2026-01-{(r % 28) + 1:02d},{10 + i + r / 100:.2f},"
+                         f"{10.5 + i:.2f},{1000 * (r + seed + 1)}".encode())
+        data = b"\r\n".join(lines) + b"\r\n"
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+        written[rel] = data
+    return written
+
+
+def tree_bytes(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*"))
+            if p.is_file()}
+
+
+def http_json(url: str, timeout: float = 10) -> Any:
+    with urllib.request.urlopen(url, timeout=timeout) as response:
+        return json.loads(response.read())
+
+
+class Hub:
+    """A real ``datahubsync serve`` subprocess on 127.0.0.1, port chosen by the OS."""
+
+    def __init__(self, tmp: Path, data_root: Path, **serve: Any) -> None:
+        self.tmp = tmp
+        self.port_file = tmp / "hub.port"
+        self.log = tmp / "hub.log"
+        settings = {"host": "127.0.0.1", "port": 0, "data_root": str(data_root),
+                    "debounce": 0, "check_interval": 0.2, "catalog_poll": 0.1}
+        settings.update(serve)
+        self.config = write_yaml(tmp / "hub.yaml", {"state_dir": str(tmp / "hubstate"),
+                                                    "serve": settings})
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, env: dict[str, str] | None = None) -> Hub:
+        self.port_file.unlink(missing_ok=True)
+        self.proc = subprocess.Popen(
+            cli_argv() + ["--config", str(self.config), "serve", "--port-file",
+                          str(self.port_file)],
+            stdout=subprocess.DEVNULL, stderr=open(self.log, "ab"), env=clean_env(env))
+        deadline = time.monotonic() + 30
+        while not self.port_file.exists():
+            if self.proc.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"hub did not start:\n{self.log.read_text()}")
+            time.sleep(0.05)
+        return self
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{int(self.port_file.read_text())}"
+
+    def datasets(self) -> dict[str, Any]:
+        return {d["name"]: d for d in http_json(f"{self.url}/api/datasets")["datasets"]}
+
+    def wait_ready(self, name: str, newer_than: str | None = None,
+                   timeout: float = 30) -> dict[str, Any]:
+        """Wait until ``name`` has a package (with a version other than ``newer_than``)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            entry = self.datasets().get(name)
+            if entry and entry["package_ready"] and entry["version"] != newer_than:
+                return entry
+            time.sleep(0.05)
+        raise AssertionError(f"no package for {name}:\n{self.log.read_text()}")
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait()
+
+
+def client_config(tmp: Path, hub_url: str, names: Sequence[str], **extra: Any) -> Path:
+    data: dict[str, Any] = {
+        "state_dir": str(tmp / "clientstate"),
+        "hub": {"url": hub_url, "timeout": 20, "connect_timeout": 5, "retries": 3},
+        "datasets": [{"name": n, "local_dir": str(tmp / "local" / n)} for n in names],
+        "sync": {"fsync": False},
+    }
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(data.get(key), dict):
+            data[key].update(value)
+        else:
+            data[key] = value
+    return write_yaml(tmp / "client.yaml", data)

@@ -1,0 +1,105 @@
+"""Config loading: validation errors are one line naming file and key path, exit 2."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from datahubsync.core.config import load_config
+from datahubsync.core.errors import ConfigError
+from tests.helpers import run_cli, write_yaml
+
+
+def test_defaults_without_any_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    loaded = load_config(None, {})
+    assert loaded.source is None
+    assert loaded.config.hub.timeout == 300
+    assert loaded.config.serve.newer_ratio == 0.85
+    assert loaded.config.serve.keep_packages == 2
+
+
+def test_env_override_nested_and_list_index(tmp_path: Path) -> None:
+    cfg = write_yaml(tmp_path / "c.yaml", {
+        "hub": {"url": "http://hub:8080"},
+        "datasets": [{"name": "a", "local_dir": "data/a"}],
+    })
+    loaded = load_config(cfg, {"DATAHUBSYNC_HUB__TIMEOUT": "42",
+                               "DATAHUBSYNC_DATASETS__0__MODE": "overlay",
+                               "DATAHUBSYNC_CONFIG": "ignored-here"})
+    assert loaded.config.hub.timeout == 42
+    assert loaded.config.datasets[0].mode == "overlay"
+    # relative paths are relative to the config file, not the working directory
+    assert loaded.config.datasets[0].local_dir == tmp_path / "data" / "a"
+
+
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        ({"hub": {"url": "http://x", "timeot": 5}}, "hub.timeot: unknown key"),
+        ({"hub": {"timeout": "soon"}}, "hub.timeout: Input should be a valid number"),
+        ({"datasets": [{"name": "a"}]}, "datasets.0.local_dir: required key is missing"),
+        ({"hub": {"url": "ftp://x"}}, "hub.url: must start with http:// or https://"),
+        ({"pictures_typo": {}}, "pictures_typo: unknown key"),
+    ],
+)
+def test_invalid_values_name_file_and_key(tmp_path: Path, content: dict, expected: str) -> None:
+    cfg = write_yaml(tmp_path / "bad.yaml", content)
+    with pytest.raises(ConfigError) as info:
+        load_config(cfg, {})
+    assert str(info.value).startswith(f"{cfg}: ")
+    assert expected in str(info.value)
+
+
+def test_env_override_error_names_the_variable(tmp_path: Path) -> None:
+    cfg = write_yaml(tmp_path / "c.yaml", {})
+    with pytest.raises(ConfigError, match=r"hub.retries \(from DATAHUBSYNC_HUB__RETRIES\)"):
+        load_config(cfg, {"DATAHUBSYNC_HUB__RETRIES": "many"})
+    with pytest.raises(ConfigError, match="DATAHUBSYNC_HBU__URL: unknown config section"):
+        load_config(cfg, {"DATAHUBSYNC_HBU__URL": "http://x"})
+
+
+def test_bad_yaml_names_line(tmp_path: Path) -> None:
+    cfg = tmp_path / "broken.yaml"
+    cfg.write_text("hub:\n  url: [unclosed\n")
+    with pytest.raises(ConfigError, match=r"broken.yaml: line \d+ column \d+: invalid YAML"):
+        load_config(cfg, {})
+
+
+def test_missing_named_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="nope.yaml: config file not found"):
+        load_config(tmp_path / "nope.yaml", {})
+
+
+@pytest.mark.parametrize(
+    ("content", "needle"),
+    [
+        ("hub:\n  url: http://x\n  bogus: 1\n", "hub.bogus: unknown key"),
+        ("hub: {timeout: abc}\n", "hub.timeout"),
+        ("hub: [\n", "invalid YAML"),
+    ],
+)
+def test_cli_config_errors_exit_2_with_one_line(tmp_path: Path, content: str, needle: str) -> None:
+    cfg = tmp_path / "config.yaml"
+    cfg.write_text(content)
+    result = run_cli(["datasets", "sync"], config=cfg, expect=2)
+    lines = result.err.strip().splitlines()
+    assert len(lines) == 1, result.err
+    assert str(cfg) in lines[0] and needle in lines[0]
+    assert "Traceback" not in result.err
+
+
+def test_cli_missing_config_exit_2(tmp_path: Path) -> None:
+    result = run_cli(["datasets", "status"], config=tmp_path / "absent.yaml", expect=2)
+    assert "absent.yaml: config file not found" in result.err
+
+
+def test_cli_json_error_document(tmp_path: Path) -> None:
+    import json
+
+    cfg = write_yaml(tmp_path / "c.yaml", {"hub": {"nope": 1}})
+    result = run_cli(["--json", "datasets", "status"], config=cfg, expect=2)
+    doc = json.loads(result.err.strip().splitlines()[-1])
+    assert doc["message_type"] == "exit_error" and doc["code"] == 2
+    assert "hub.nope: unknown key" in doc["message"]

@@ -1,0 +1,229 @@
+"""The hub (`datahubsync serve`) as a real subprocess: contract, Range/ETag, freshness, signals."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import signal
+import socket
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+import requests
+
+from datahubsync.datasets.freshness import decide, signature
+from datahubsync.datasets.hub import Builder, BuildSettings
+from datahubsync.datasets.packager import scan_dataset
+from datahubsync.datasets.store import PackageStore
+from tests.helpers import Hub, make_dataset, tree_bytes
+
+
+def test_health_and_datasets_contract(hub: Hub, data_root: Path) -> None:
+    assert requests.get(f"{hub.url}/health", timeout=5).json() == {"status": "ok"}
+    entry = hub.wait_ready("alpha")
+    doc = requests.get(f"{hub.url}/api/datasets", timeout=5).json()
+    assert "generated_at" in doc
+    for key, kind in [("name", str), ("last_updated", str), ("file_count", int),
+                      ("total_size", int), ("package_ready", bool), ("package_size", int),
+                      ("sha256", str), ("etag", str), ("version", str)]:
+        assert isinstance(entry[key], kind), key
+    assert entry["file_count"] == 6
+    assert entry["total_size"] == sum(len(b) for b in tree_bytes(data_root / "alpha").values())
+    # local time with an offset, never naive and never "Z"
+    assert entry["last_updated"][-6] in "+-" and entry["last_updated"][-3] == ":"
+
+
+def test_package_download_matches_announcement(hub: Hub, data_root: Path) -> None:
+    entry = hub.wait_ready("alpha")
+    response = requests.get(f"{hub.url}/package/alpha.zip", timeout=5)
+    assert response.status_code == 200
+    body = response.content
+    assert len(body) == entry["package_size"]
+    assert hashlib.sha256(body).hexdigest() == entry["sha256"]
+    assert response.headers["ETag"] == f'"{entry["etag"]}"'
+    with zipfile.ZipFile(io.BytesIO(body)) as zf:
+        assert {i.filename for i in zf.infolist()} == set(tree_bytes(data_root / "alpha"))
+        assert all(not i.is_dir() for i in zf.infolist())
+        chinese = [i for i in zf.infolist() if not i.filename.isascii()]
+        assert chinese and all(i.flag_bits & 0x800 for i in chinese)
+
+
+def test_range_if_range_head_and_416(hub: Hub) -> None:
+    entry = hub.wait_ready("alpha")
+    url, size = f"{hub.url}/package/alpha.zip", entry["package_size"]
+    full = requests.get(url, timeout=5).content
+    part = requests.get(url, headers={"Range": "bytes=10-"}, timeout=5)
+    assert part.status_code == 206 and part.content == full[10:]
+    assert part.headers["Content-Range"] == f"bytes 10-{size - 1}/{size}"
+    middle = requests.get(url, headers={"Range": "bytes=5-9"}, timeout=5)
+    assert middle.status_code == 206 and middle.content == full[5:10]
+    good = requests.get(url, headers={"Range": "bytes=10-", "If-Range": f'"{entry["etag"]}"'},
+                        timeout=5)
+    assert good.status_code == 206
+    stale = requests.get(url, headers={"Range": "bytes=10-", "If-Range": '"0-0"'}, timeout=5)
+    assert stale.status_code == 200 and stale.content == full
+    past = requests.get(url, headers={"Range": f"bytes={size + 5}-"}, timeout=5)
+    assert past.status_code == 416
+    head = requests.head(url, timeout=5)
+    assert head.status_code == 200 and int(head.headers["Content-Length"]) == size
+    assert head.headers["ETag"] and head.headers["Last-Modified"]
+    not_modified = requests.get(url, headers={"If-None-Match": f'"{entry["etag"]}"'}, timeout=5)
+    assert not_modified.status_code == 304
+
+
+@pytest.mark.parametrize("name", ["nope.zip", "alpha", "..%2Falpha.zip", "%2e%2e.zip",
+                                  "orphan.zip", "alpha_20990101_000000.zip"])
+def test_unknown_packages_are_404_json(hub: Hub, name: str) -> None:
+    hub.wait_ready("alpha")
+    cache = hub.tmp / "hubstate" / "packages"
+    (cache / "orphan.zip").write_bytes(b"PK not published")  # on disk, not in the catalog
+    response = requests.get(f"{hub.url}/package/{name}", timeout=5)
+    assert response.status_code == 404
+    assert response.json() == {"error": "Package not found"}
+
+
+def test_traversal_outside_routes_is_not_served(hub: Hub) -> None:
+    for path in ["/package/../hub.yaml", "/package/%2e%2e/%2e%2e/etc/passwd",
+                 "/../../etc/passwd"]:
+        response = requests.get(f"{hub.url}{path}", timeout=5)
+        assert response.status_code == 404 and "root:" not in response.text
+
+
+def test_metrics_count_builds_requests_and_bytes(hub: Hub) -> None:
+    entry = hub.wait_ready("alpha")
+    requests.get(f"{hub.url}/package/alpha.zip", timeout=5)
+    requests.get(f"{hub.url}/package/missing.zip", timeout=5)
+    text = requests.get(f"{hub.url}/metrics", timeout=5).text
+    assert 'datahubsync_packages_built_total{dataset="alpha"} 1' in text
+    assert 'datahubsync_package_build_seconds_total{dataset="alpha"}' in text
+    assert 'datahubsync_http_requests_total{route="/package/{filename}",status="404"} 1' in text
+    assert 'datahubsync_http_requests_total{route="/package/{filename}",status="200"} 1' in text
+    served = [line for line in text.splitlines()
+              if line.startswith('datahubsync_http_response_bytes_total{route="/package/')]
+    assert served and float(served[0].split()[-1]) >= entry["package_size"]
+
+
+def test_rebuild_only_when_enough_files_changed(hub: Hub, data_root: Path) -> None:
+    first = hub.wait_ready("alpha")
+    time.sleep(0.6)  # several check intervals: nothing changed, nothing rebuilt
+    assert hub.datasets()["alpha"]["version"] == first["version"]
+    files = sorted((data_root / "alpha").rglob("*.csv"))
+    later = time.time() + 5
+    os.utime(files[0], (later, later))  # 1 of 6 changed: below the 85 % rule
+    time.sleep(0.6)
+    assert hub.datasets()["alpha"]["version"] == first["version"]
+    for path in files:  # a new trading day: every file gets a row
+        with open(path, "ab") as fh:
+            fh.write(b"2026-11-24,1,2,3\r\n")
+        os.utime(path, (later + 1, later + 1))
+    second = hub.wait_ready("alpha", newer_than=first["version"])
+    assert second["last_updated"] > first["last_updated"]
+    assert second["sha256"] != first["sha256"]
+    # the previous package stays on disk for clients still downloading it
+    cache = hub.tmp / "hubstate" / "packages"
+    assert len(list(cache.glob("alpha_*.zip"))) == 2
+
+
+def test_keep_packages_prunes_old(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    make_dataset(data / "d", files=2)
+    store = PackageStore(tmp_path / "cache")
+    settings = BuildSettings(data, None, 0, 0.0, 1, 1, 1, __import__("datetime").UTC)
+    builder = Builder(settings, store, wall_clock=iter(range(10**9, 10**9 + 100)).__next__)
+    for round_ in range(4):
+        for path in (data / "d").rglob("*.csv"):
+            path.write_bytes(path.read_bytes() + b"x")
+            os.utime(path, ns=(10**18 + round_, 10**18 + round_))
+        builder.run_once()
+    assert len(store.records("d")) == 2  # current + keep_packages (1)
+    assert len(list((tmp_path / "cache").glob("d_*.zip"))) == 2
+
+
+def test_debounce_waits_for_quiet(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    make_dataset(data / "d", files=3)
+    now = [1000.0]
+    store = PackageStore(tmp_path / "cache")
+    settings = BuildSettings(data, None, 60, 0.5, 2, 1, 1, __import__("datetime").UTC)
+    builder = Builder(settings, store, clock=lambda: now[0])
+    assert builder.run_once()["d"].build  # first package: at once
+    for path in (data / "d").rglob("*.csv"):
+        path.write_bytes(path.read_bytes() + b"1")
+    assert builder.run_once()["d"].reason.startswith("debouncing")
+    now[0] += 30
+    for path in (data / "d").rglob("*.csv"):  # still changing: the wait starts again
+        path.write_bytes(path.read_bytes() + b"2")
+    assert builder.run_once()["d"].reason.startswith("debouncing")
+    now[0] += 59
+    assert builder.run_once()["d"].reason.startswith("debouncing")
+    now[0] += 2
+    assert builder.run_once()["d"].build
+    assert len(store.records("d")) == 2
+
+
+def test_freshness_rule_unit() -> None:
+    class E:
+        def __init__(self, rel: str, mtime: int) -> None:
+            self.relpath, self.size, self.mtime_ns = rel, 1, mtime
+
+    old = [E(f"f{i}", 100) for i in range(20)]
+    sig = signature(old)
+    assert not decide(old, sig, 100, 0.85).build
+    assert decide(old, None, None, 0.85).build
+    some = [E(f"f{i}", 200 if i < 16 else 100) for i in range(20)]  # 80 %
+    assert not decide(some, sig, 100, 0.85).build
+    assert decide(some, sig, 100, 0.85, force=True).build
+    most = [E(f"f{i}", 200 if i < 17 else 100) for i in range(20)]  # 85 %
+    assert decide(most, sig, 100, 0.85).build
+    assert not decide([], None, None, 0.85).build
+
+
+def test_ready_notification_and_sigterm_exit_0(tmp_path: Path, data_root: Path) -> None:
+    sock_path = tmp_path / "notify.sock"
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(str(sock_path))
+        sock.settimeout(20)
+        server = Hub(tmp_path, data_root).start(env={"NOTIFY_SOCKET": str(sock_path)})
+        assert sock.recv(100) == b"READY=1"
+        assert server.stop(signal.SIGTERM) == 0
+        messages = []
+        sock.settimeout(0.5)
+        try:
+            while True:
+                messages.append(sock.recv(200))
+        except TimeoutError:
+            pass
+        assert b"STOPPING=1" in messages
+
+
+def test_sigterm_lets_inflight_download_finish(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    (data / "big").mkdir(parents=True)
+    (data / "big" / "noise.bin").write_bytes(os.urandom(48 * 1024 * 1024))
+    server = Hub(tmp_path, data, compress_level=0).start()
+    entry = server.wait_ready("big")
+    received = bytearray()
+    with requests.get(f"{server.url}/package/big.zip", stream=True, timeout=10) as response:
+        chunks = response.iter_content(64 * 1024)
+        received += next(chunks)
+        server.proc.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
+        time.sleep(0.3)
+        with pytest.raises(requests.ConnectionError):  # no new connections accepted
+            requests.get(f"{server.url}/health", timeout=2)
+        for chunk in chunks:
+            received += chunk
+    assert len(received) == entry["package_size"]
+    assert hashlib.sha256(received).hexdigest() == entry["sha256"]
+    assert server.proc.wait(20) == 0  # type: ignore[union-attr]
+
+
+def test_scan_ignores_symlinks_and_temp_names(tmp_path: Path) -> None:
+    root = tmp_path / "d"
+    make_dataset(root, files=2)
+    (root / "link.csv").symlink_to("/etc/passwd")
+    (root / ".dhs-tmp").write_text("x")
+    names = {e.relpath for e in scan_dataset(root)}
+    assert "link.csv" not in names and ".dhs-tmp" not in names and len(names) == 2
