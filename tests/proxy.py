@@ -96,7 +96,7 @@ class Proxy:
             self.connections += 1
         try:
             self._pump(client, upstream)
-        except OSError:
+        except (OSError, ValueError):  # peer gone, or close() closed the sockets
             pass
         finally:
             for sock in (client, upstream):
