@@ -17,9 +17,11 @@ matter, so a test can change them between (or during) runs:
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import select
 import socket
 import struct
+import termios
 import threading
 import time
 from urllib.parse import urlsplit
@@ -171,6 +173,9 @@ class Proxy:
 
     def _abort(self, sock: socket.socket) -> None:
         if self.cut_mode == "rst":
+            # A reset drops what is still in our send queue: wait until the client's
+            # kernel has everything sent so far, so the cut point is exact.
+            _wait_sent(sock)
             with contextlib.suppress(OSError):
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
         else:
@@ -178,3 +183,16 @@ class Proxy:
                 sock.shutdown(socket.SHUT_RDWR)
         with contextlib.suppress(OSError):
             sock.close()
+
+
+def _wait_sent(sock: socket.socket, timeout: float = 2.0) -> None:
+    """Wait until the socket's send queue is empty (Linux TIOCOUTQ), at most ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            queued = struct.unpack("i", fcntl.ioctl(sock, termios.TIOCOUTQ, b"\0" * 4))[0]
+        except OSError:
+            return
+        if queued == 0:
+            return
+        time.sleep(0.005)

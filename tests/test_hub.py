@@ -96,14 +96,50 @@ def test_metrics_count_builds_requests_and_bytes(hub: Hub) -> None:
     entry = hub.wait_ready("alpha")
     requests.get(f"{hub.url}/package/alpha.zip", timeout=5)
     requests.get(f"{hub.url}/package/missing.zip", timeout=5)
-    text = requests.get(f"{hub.url}/metrics", timeout=5).text
-    assert 'datahubsync_packages_built_total{dataset="alpha"} 1' in text
-    assert 'datahubsync_package_build_seconds_total{dataset="alpha"}' in text
-    assert 'datahubsync_http_requests_total{route="/package/{filename}",status="404"} 1' in text
-    assert 'datahubsync_http_requests_total{route="/package/{filename}",status="200"} 1' in text
+    wanted = [
+        'datahubsync_packages_built_total{dataset="alpha"} 1',
+        'datahubsync_package_build_seconds_total{dataset="alpha"}',
+        'datahubsync_http_requests_total{route="/package/{filename}",status="404"} 1',
+        'datahubsync_http_requests_total{route="/package/{filename}",status="200"} 1',
+    ]
+    deadline = time.monotonic() + 5  # other workers publish their counters every poll
+    while True:
+        text = requests.get(f"{hub.url}/metrics", timeout=5).text
+        if all(w in text for w in wanted) or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    for w in wanted:
+        assert w in text
     served = [line for line in text.splitlines()
               if line.startswith('datahubsync_http_response_bytes_total{route="/package/')]
     assert served and float(served[0].split()[-1]) >= entry["package_size"]
+
+
+def test_workers_share_the_port_and_the_packages(tmp_path: Path, data_root: Path) -> None:
+    server = Hub(tmp_path, data_root, workers=3).start()
+    try:
+        entry = server.wait_ready("alpha")
+        assert len(_child_pids(server.proc.pid)) == 2  # type: ignore[union-attr]
+        for _ in range(30):  # fresh connection each time: the kernel spreads them
+            response = requests.get(f"{server.url}/package/alpha.zip",
+                                    headers={"Connection": "close"}, timeout=5)
+            assert response.status_code == 200
+            assert hashlib.sha256(response.content).hexdigest() == entry["sha256"]
+    finally:
+        assert server.stop() == 0
+
+
+def _child_pids(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                found.append(int(entry.name))
+    return found
 
 
 def test_rebuild_only_when_enough_files_changed(hub: Hub, data_root: Path) -> None:

@@ -14,13 +14,15 @@ import logging
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from datahubsync.core.config import LoadedConfig, load_config
 from datahubsync.core.errors import DatahubsyncError, ExitCode
 from datahubsync.core.logsetup import setup_logging
+
+if TYPE_CHECKING:  # pydantic is imported only by commands that load the config
+    from datahubsync.core.config import LoadedConfig
 
 log = logging.getLogger("datahubsync")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -38,6 +40,8 @@ class AppContext:
     def config(self) -> LoadedConfig:
         """Load and validate the config once; set up logging from it."""
         if self._loaded is None:
+            from datahubsync.core.config import load_config
+
             self._loaded = load_config(self.config_path)
             cfg = self._loaded.config.logging
             setup_logging(self.log_level or cfg.level, cfg.file)

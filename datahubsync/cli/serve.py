@@ -15,12 +15,14 @@ from datahubsync.core.errors import EXIT_STATUS_HELP
 @click.option("--port", type=int, help="Port to listen on, 0 for any free port (serve.port)")
 @click.option("--data-root", type=click.Path(file_okay=False, path_type=Path),
               help="Directory whose sub-directories are the datasets (serve.data_root)")
+@click.option("--workers", type=click.IntRange(min=1),
+              help="Server processes sharing the port (serve.workers; default: cores)")
 @click.option("--port-file", type=click.Path(dir_okay=False, path_type=Path),
               help="Write the port actually bound to this file once listening")
 @click.pass_obj
 @run_command
 def serve(app: AppContext, host: str | None, port: int | None, data_root: Path | None,
-          port_file: Path | None) -> int:
+          workers: int | None, port_file: Path | None) -> int:
     """Serve datasets to clients and build their packages in the background.
 
     Packages are rebuilt when a dataset changes enough (serve.newer_ratio of
@@ -34,9 +36,10 @@ def serve(app: AppContext, host: str | None, port: int | None, data_root: Path |
         serve_cfg.host = host
     if port is not None:
         serve_cfg.port = port
+    if workers is not None:
+        serve_cfg.workers = workers
     if data_root is not None:
         serve_cfg.data_root = data_root.resolve()
     from datahubsync.server.runner import run_server  # aiohttp only when serving
 
-    run_server(loaded, port_file)
-    return 0
+    return run_server(loaded, port_file)

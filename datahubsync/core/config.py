@@ -81,7 +81,7 @@ class ServeConfig(_Section):
     keep_packages: int = Field(2, ge=0)
     compress_level: int = Field(6, ge=0, le=9)
     compress_threads: int | None = Field(None, ge=1)
-    workers: int | None = Field(1, ge=1)
+    workers: int | None = Field(None, ge=1)  # None: one per core
     timezone: str | None = None
     shutdown_timeout: float = Field(30, gt=0)
     max_request_bytes: int = Field(1024 * 1024, gt=0)

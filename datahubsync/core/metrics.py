@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import threading
 from collections import defaultdict
+from collections.abc import Iterable
+from typing import Any
 
 
 class Metrics:
@@ -32,17 +34,33 @@ class Metrics:
     def value(self, name: str, **labels: str) -> float:
         return self._values.get(name, {}).get(tuple(sorted(labels.items())), 0.0)
 
-    def render(self) -> str:
-        lines: list[str] = []
+    def snapshot(self) -> list[list[Any]]:
+        """The counters as JSON-able rows ``[name, labels, value]`` (for other processes)."""
         with self._lock:
-            for name in sorted(self._values):
-                kind, help_text = self._meta.get(name, ("untyped", name))
-                lines.append(f"# HELP {name} {help_text}")
-                lines.append(f"# TYPE {name} {kind}")
-                for labels, value in sorted(self._values[name].items()):
-                    text = ",".join(f'{k}="{_escape(v)}"' for k, v in labels)
-                    shown = int(value) if float(value).is_integer() else value
-                    lines.append(f"{name}{{{text}}} {shown}" if text else f"{name} {shown}")
+            return [[name, dict(labels), value] for name, series in self._values.items()
+                    for labels, value in series.items()]
+
+    def render(self, others: Iterable[list[list[Any]]] = ()) -> str:
+        """Prometheus text; ``others`` are snapshots of sibling processes, summed in."""
+        with self._lock:
+            merged = {name: dict(series) for name, series in self._values.items()}
+        for snapshot in others:
+            for name, labels, value in snapshot:
+                key = tuple(sorted(labels.items()))
+                series = merged.setdefault(name, {})
+                if self._meta.get(name, ("counter",))[0] == "counter":
+                    series[key] = series.get(key, 0.0) + float(value)
+                else:  # a gauge is set by one process (the builder): take its value
+                    series.setdefault(key, float(value))
+        lines: list[str] = []
+        for name in sorted(merged):
+            kind, help_text = self._meta.get(name, ("untyped", name))
+            lines.append(f"# HELP {name} {help_text}")
+            lines.append(f"# TYPE {name} {kind}")
+            for labels, value in sorted(merged[name].items()):
+                text = ",".join(f'{k}="{_escape(v)}"' for k, v in labels)
+                shown = int(value) if float(value).is_integer() else value
+                lines.append(f"{name}{{{text}}} {shown}" if text else f"{name} {shown}")
         return "\n".join(lines) + "\n"
 
 

@@ -72,29 +72,37 @@ async def api_datasets(request: web.Request) -> web.Response:
 
 async def package(request: web.Request) -> web.StreamResponse:
     filename = request.match_info["filename"]
-    published = None
-    if filename.endswith(".zip"):
-        published = request.app[CATALOG].published.get(filename[:-4])
+    catalog = request.app[CATALOG]
+    name = filename[:-4] if filename.endswith(".zip") else None
+    published = catalog.published.get(name) if name else None
+    if published is None and name in catalog.names:
+        # Another worker may have published it since our last poll: look once more.
+        await asyncio.to_thread(catalog.refresh)
+        published = catalog.published.get(name)
     if published is None:
         return web.json_response({"error": "Package not found"}, status=404)
     return PackageFileResponse(published.path, published.etag)
 
 
-def setup(app: web.Application, catalog: Catalog, builder: Builder | None,
+def setup(app: web.Application, catalog: Catalog, builder: Builder, build: bool,
           check_interval: float, poll: float, on_first_scan: Any = None) -> None:
-    """Mount the routes; start the builder (if this process builds) and the catalog poll."""
+    """Mount the routes; run the builder (when this process builds) and the catalog poll.
+
+    Only one process builds; every worker re-reads the store every ``poll``
+    seconds, so all of them publish a new package within that delay.
+    """
     app[CATALOG] = catalog
+    app[BUILDER] = builder
     app.router.add_get("/api/datasets", api_datasets)
     app.router.add_get("/package/{filename}", package)
 
     async def background(app: web.Application) -> Any:
-        tasks = [asyncio.create_task(_poll_catalog(catalog, poll))]
-        if builder is not None:
-            app[BUILDER] = builder
+        tasks = [asyncio.create_task(_poll_catalog(catalog, builder, poll))]
+        if build:
             tasks.append(asyncio.create_task(_build_loop(builder, catalog, check_interval,
                                                          on_first_scan)))
         elif on_first_scan is not None:
-            await asyncio.to_thread(catalog.refresh)
+            await asyncio.to_thread(_refresh, catalog, builder)
             on_first_scan()
         yield
         for task in tasks:
@@ -104,10 +112,15 @@ def setup(app: web.Application, catalog: Catalog, builder: Builder | None,
     app.cleanup_ctx.append(background)
 
 
-async def _poll_catalog(catalog: Catalog, poll: float) -> None:
+def _refresh(catalog: Catalog, builder: Builder) -> None:
+    catalog.names = builder.dataset_names()
+    catalog.refresh()
+
+
+async def _poll_catalog(catalog: Catalog, builder: Builder, poll: float) -> None:
     while True:
         try:
-            await asyncio.to_thread(catalog.refresh)
+            await asyncio.to_thread(_refresh, catalog, builder)
         except Exception:  # noqa: BLE001 - a bad pass must not stop serving
             log.exception("catalog refresh failed")
         await asyncio.sleep(poll)
@@ -118,8 +131,7 @@ async def _build_loop(builder: Builder, catalog: Catalog, interval: float,
     first = True
     while True:
         try:
-            catalog.names = await asyncio.to_thread(builder.dataset_names)
-            catalog.refresh()
+            await asyncio.to_thread(_refresh, catalog, builder)
             if first and on_first_scan is not None:
                 on_first_scan()
             first = False

@@ -2,15 +2,21 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from aiohttp import web
 
 from datahubsync.core.config import LoadedConfig
 from datahubsync.core.metrics import Metrics
+from datahubsync.core.statefile import write_json_atomic
 from datahubsync.core.timeutil import zone
 from datahubsync.datasets import routes as dataset_routes
 from datahubsync.datasets.hub import Builder, BuildSettings
@@ -58,8 +64,52 @@ async def health(request: web.Request) -> web.Response:
 
 
 async def metrics_text(request: web.Request) -> web.Response:
-    return web.Response(text=request.app[METRICS].render(), content_type="text/plain",
+    shared = request.app[SHARED_METRICS]
+    others = await asyncio.to_thread(shared.read_others)
+    return web.Response(text=request.app[METRICS].render(others), content_type="text/plain",
                         charset="utf-8")
+
+
+@dataclass(frozen=True)
+class SharedMetrics:
+    """Each worker process publishes its counters to a file; /metrics sums them all.
+
+    Whichever worker answers a scrape, the figures cover the whole service
+    (at most ``interval`` seconds old for the other workers).
+    """
+
+    directory: Path
+    interval: float
+
+    @property
+    def own(self) -> Path:
+        return self.directory / f"worker-{os.getpid()}.json"
+
+    def publish(self, metrics: Metrics) -> None:
+        write_json_atomic(self.own, metrics.snapshot())
+
+    def read_others(self) -> list[list[list[Any]]]:
+        found = []
+        for path in self.directory.glob("worker-*.json"):
+            if path == self.own:
+                continue
+            try:
+                found.append(json.loads(path.read_text()))
+            except (OSError, ValueError):
+                continue
+        return found
+
+    def clear(self) -> None:
+        for path in self.directory.glob("worker-*.json"):
+            path.unlink(missing_ok=True)
+
+    async def run(self, metrics: Metrics) -> None:
+        while True:
+            await asyncio.to_thread(self.publish, metrics)
+            await asyncio.sleep(self.interval)
+
+
+SHARED_METRICS = web.AppKey("shared_metrics", SharedMetrics)
 
 
 def new_metrics() -> Metrics:
@@ -89,14 +139,27 @@ def create_app(loaded: LoadedConfig, *, build: bool = True,
     app.router.add_get("/health", health)
     app.router.add_get("/metrics", metrics_text)
 
+    shared = SharedMetrics(loaded.state_dir / "metrics", cfg.catalog_poll)
+    app[SHARED_METRICS] = shared
+
+    async def publish_metrics(app: web.Application) -> Any:
+        task = asyncio.create_task(shared.run(metrics))
+        yield
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        shared.own.unlink(missing_ok=True)
+
+    app.cleanup_ctx.append(publish_metrics)
     store = PackageStore(cfg.cache_dir or loaded.state_dir / "packages")
-    store.remove_temp_files()
+    if build:
+        store.remove_temp_files()
     settings = BuildSettings(
         data_root=cfg.data_root, datasets=cfg.datasets, debounce=cfg.debounce,
         newer_ratio=cfg.newer_ratio, keep_packages=cfg.keep_packages,
         compress_level=cfg.compress_level, compress_threads=cfg.compress_threads, tz=tz,
     )
-    builder = Builder(settings, store, metrics) if build else None
+    builder = Builder(settings, store, metrics)
     catalog = dataset_routes.Catalog(store, list(cfg.datasets or []), tz)
-    dataset_routes.setup(app, catalog, builder, cfg.check_interval, cfg.catalog_poll, on_ready)
+    dataset_routes.setup(app, catalog, builder, build, cfg.check_interval, cfg.catalog_poll,
+                         on_ready)
     return app

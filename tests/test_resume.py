@@ -1,0 +1,344 @@
+"""End to end: ``datasets sync`` through a real TCP proxy that cuts, throttles and counts.
+
+A real hub (``datahubsync serve``) publishes one dataset whose package is a few MB
+(stored, ``compress_level: 0``, so it is larger than the client's 1 MiB read
+size); the client's ``hub.url`` points at ``tests.proxy.Proxy`` in front of it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.helpers import (
+    Hub,
+    Result,
+    clean_env,
+    cli_argv,
+    client_config,
+    make_dataset,
+    run_cli,
+    tree_bytes,
+)
+from tests.proxy import Proxy
+
+NAME = "big"
+MAX_TIME = 2.0
+
+CHUNK_BUG = (
+    "datahubsync/datasets/download.py _fetch: response.iter_content(CHUNK) with CHUNK = 1 MiB; "
+    "urllib3 yields nothing until a whole MiB (or the end of the body) has arrived and drops "
+    "what it had read when the connection breaks, so every byte received since the last MiB "
+    "boundary never reaches the .part file: a cut or kill -9 loses up to 1 MiB (a package "
+    "smaller than 1 MiB never resumes), and --max-time is only checked once per MiB"
+)
+xfail_chunk = pytest.mark.xfail(strict=True, reason=CHUNK_BUG)
+
+
+@dataclass
+class Env:
+    tmp: Path
+    root: Path  # the hub's data_root
+    hub: Hub
+    proxy: Proxy
+    entry: dict[str, Any]  # the hub's catalog entry for NAME when the test started
+
+    @property
+    def src(self) -> Path:
+        return self.root / NAME
+
+    @property
+    def local(self) -> Path:
+        return self.tmp / "local" / NAME
+
+    @property
+    def state(self) -> Path:
+        return self.tmp / "clientstate"
+
+    @property
+    def part(self) -> Path:
+        return self.state / "downloads" / f"{NAME}.zip.part"
+
+    @property
+    def part_meta(self) -> Path:
+        return self.part.with_name(self.part.name + ".json")
+
+    @property
+    def size(self) -> int:
+        return int(self.entry["package_size"])
+
+    def config(self, retries: int, url: str | None = None) -> Path:
+        return client_config(self.tmp, url or self.proxy.url, [NAME], hub={"retries": retries})
+
+    def last_sync(self) -> dict[str, str]:
+        path = self.state / ".last_sync.json"
+        return json.loads(path.read_text()) if path.exists() else {}
+
+    def replace_data(self, seed: int) -> dict[str, bytes]:
+        """New content for every file; returns the new tree once the hub published it."""
+        old_version = self.entry["version"]
+        shutil.rmtree(self.src)
+        make_dataset(self.src, files=40, rows=3000, seed=seed)
+        self.entry = self.hub.wait_ready(NAME, newer_than=old_version)
+        return tree_bytes(self.src)
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> Iterator[Env]:
+    root = tmp_path / "hubdata"
+    make_dataset(root / NAME, files=40, rows=3000)
+    hub = Hub(tmp_path, root, compress_level=0).start()
+    proxy = Proxy(hub.url)
+    try:
+        entry = hub.wait_ready(NAME)
+        assert entry["package_size"] > 3 * 1024 * 1024, entry  # several client reads long
+        yield Env(tmp_path, root, hub, proxy, entry)
+    finally:
+        proxy.close()
+        hub.stop()
+
+
+def sync(env: Env, *, retries: int, expect: int, args: tuple[str, ...] = ()
+         ) -> tuple[Result, dict[str, Any]]:
+    result = run_cli(["datasets", "sync", "--json", *args], config=env.config(retries),
+                     expect=expect, timeout=60)
+    document = result.json()
+    assert document["message_type"] == "summary"
+    (item,) = document["datasets"]
+    assert item["name"] == NAME
+    return result, item
+
+
+def resumed_ranges(proxy: Proxy) -> list[int]:
+    """Start offsets of the ranged package requests that went through the proxy."""
+    found = []
+    for head in proxy.requests:
+        if head.startswith(f"GET /package/{NAME}.zip "):
+            match = re.search(r"(?im)^range:\s*bytes=(\d+)-", head)
+            if match:
+                found.append(int(match.group(1)))
+    return found
+
+
+def start_sync(env: Env, *args: str, retries: int = 3, **popen: Any) -> subprocess.Popen[str]:
+    argv = cli_argv() + ["--config", str(env.config(retries)), "datasets", "sync", "--json",
+                         *args]
+    popen.setdefault("stdout", subprocess.DEVNULL)
+    popen.setdefault("stderr", subprocess.DEVNULL)
+    return subprocess.Popen(argv, env=clean_env(), text=True, **popen)
+
+
+def wait_for(cond: Callable[[], bool], what: str, proc: subprocess.Popen[str],
+             timeout: float = 15) -> None:
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if proc.poll() is not None:
+            pytest.fail(f"sync ended (exit {proc.returncode}) before {what}")
+        if time.monotonic() > deadline:
+            proc.kill()
+            proc.wait()
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+def part_size(env: Env) -> int:
+    return env.part.stat().st_size if env.part.exists() else 0
+
+
+def assert_not_installed(env: Env) -> None:
+    assert not env.local.exists()
+    if env.local.parent.exists():
+        assert not list(env.local.parent.glob(f".{NAME}.dhs-*"))
+    assert NAME not in env.last_sync()
+
+
+# 1 -----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("where", [
+    pytest.param("late", id="cut-at-65pct"),
+    pytest.param("early", id="cut-at-100KB", marks=xfail_chunk),
+])
+def test_cut_mid_package_resumes_within_one_run(env: Env, where: str) -> None:
+    cut_after = int(env.size * 0.65) if where == "late" else 100_000
+    env.proxy.cut_after, env.proxy.max_cuts = cut_after, 1
+
+    _, item = sync(env, retries=3, expect=0)
+
+    assert item["status"] == "installed", item
+    assert env.proxy.cuts == 1
+    assert tree_bytes(env.local) == tree_bytes(env.src)
+    assert item["bytes_downloaded"] == env.size  # every byte written once
+    assert not env.part.exists() and not env.part_meta.exists()
+    ranges = resumed_ranges(env.proxy)
+    assert len(ranges) == 1 and ranges[0] > 0, env.proxy.requests
+    # Resumed, not restarted: a restart after the cut would carry cut_after + size bytes.
+    assert env.proxy.bytes_down < 1.5 * env.size
+    assert env.proxy.bytes_down <= cut_after + (env.size - ranges[0]) + 8192
+
+
+# 2 -----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("where", [
+    pytest.param("late", id="cut-at-65pct"),
+    pytest.param("early", id="cut-at-100KB", marks=xfail_chunk),
+])
+def test_cut_then_resume_in_a_later_run(env: Env, where: str) -> None:
+    cut_after = int(env.size * 0.65) if where == "late" else 100_000
+    env.proxy.cut_after, env.proxy.max_cuts = cut_after, 1
+
+    _, item = sync(env, retries=1, expect=1)
+    assert item["status"] == "failed" and item["message"].startswith(f"{NAME}:"), item
+    assert_not_installed(env)
+    assert env.part.exists() and env.part_meta.exists()
+    kept = part_size(env)
+    assert 0 < kept <= cut_after
+
+    env.proxy.reset_counters()
+    _, item = sync(env, retries=1, expect=0)
+    assert item["status"] == "installed", item
+    assert item["resumed_from"] == kept
+    assert item["bytes_downloaded"] == env.size - kept
+    assert resumed_ranges(env.proxy) == [kept]
+    assert env.proxy.bytes_down < env.size - kept + 8192
+    assert tree_bytes(env.local) == tree_bytes(env.src)
+    assert env.last_sync()[NAME] == env.entry["last_updated"]
+    assert not env.part.exists()
+
+
+# 3 -----------------------------------------------------------------------------------------
+
+def test_package_replaced_between_attempts_restarts_from_zero(env: Env) -> None:
+    old = dict(env.entry)
+    env.proxy.cut_after, env.proxy.max_cuts = int(env.size * 0.65), 1
+    sync(env, retries=1, expect=1)
+    assert part_size(env) > 0  # old package bytes that must not be reused
+
+    new_tree = env.replace_data(seed=7)
+    assert env.entry["sha256"] != old["sha256"]
+    env.proxy.reset_counters()
+
+    _, item = sync(env, retries=1, expect=0)
+
+    assert item["status"] == "installed", item
+    assert item["resumed_from"] == 0
+    assert item["bytes_downloaded"] == env.entry["package_size"]
+    assert resumed_ranges(env.proxy) == []  # no byte of the old package asked for or kept
+    assert tree_bytes(env.local) == new_tree
+    assert env.last_sync()[NAME] == env.entry["last_updated"] != old["last_updated"]
+
+
+# 4 -----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("rate", [
+    pytest.param(1_000_000, id="1MBps-kill-after-part-grows"),
+    pytest.param(200_000, id="200KBps-kill-after-400KB", marks=xfail_chunk),
+])
+def test_kill_9_during_download_then_resume(env: Env, rate: int) -> None:
+    env.proxy.rate = rate
+    proc = start_sync(env)
+    if rate >= 1_000_000:
+        wait_for(lambda: part_size(env) > 50_000, "a part file > 50 KB", proc)
+    else:
+        # The client has received 400 KB; they should be on disk when it is killed.
+        wait_for(lambda: env.proxy.bytes_down > 400_000, "400 KB through the proxy", proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(10)
+    kept = part_size(env)
+    assert kept > 50_000
+    assert kept < env.size
+    assert_not_installed(env)
+
+    env.proxy.rate = None
+    _, item = sync(env, retries=1, expect=0)
+    assert item["status"] == "installed", item
+    assert item["resumed_from"] == kept
+    assert item["bytes_downloaded"] == env.size - kept
+    assert tree_bytes(env.local) == tree_bytes(env.src)
+    assert not env.part.exists()
+
+
+# 5 -----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("rate", [
+    pytest.param(500_000, id="500KBps"),
+    pytest.param(100_000, id="100KBps", marks=xfail_chunk),
+])
+def test_max_time_gives_up_in_time(env: Env, rate: int) -> None:
+    env.proxy.rate = rate
+    assert env.size / rate > 5  # the download alone would need more than 5 s
+    started = time.monotonic()
+    proc = start_sync(env, "--max-time", str(MAX_TIME), stdout=subprocess.PIPE,
+                      stderr=subprocess.PIPE)
+    try:
+        out, err = proc.communicate(timeout=MAX_TIME + 3)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.communicate()
+        pytest.fail(f"--max-time {MAX_TIME}: still running after {MAX_TIME + 3} s "
+                    f"({env.proxy.bytes_down} bytes through the proxy)")
+    elapsed = time.monotonic() - started
+    assert proc.returncode == 1, err
+    (item,) = json.loads(out)["datasets"]
+    assert item["status"] == "failed"
+    assert "max-time" in item["message"], item
+    assert "Traceback" not in err
+    assert_not_installed(env)
+    assert elapsed < MAX_TIME + 3
+    assert env.proxy.bytes_down < env.size
+
+
+# 6 -----------------------------------------------------------------------------------------
+
+def test_hub_unreachable_exits_75_with_one_line(tmp_path: Path) -> None:
+    with socket.socket() as sock:  # a port nobody listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    config = client_config(tmp_path, url, [NAME], hub={"retries": 1, "connect_timeout": 2})
+
+    result = run_cli(["datasets", "sync"], config=config, expect=75, timeout=30)
+
+    lines = [line for line in result.err.splitlines() if line.strip()]
+    assert len(lines) == 1, result.err
+    assert lines[0].startswith("datahubsync: error: ")
+    assert url in lines[0] and "unreachable" in lines[0]
+    assert "Traceback" not in result.err + result.out
+    assert not (tmp_path / "local" / NAME).exists()
+
+
+# 7 -----------------------------------------------------------------------------------------
+
+def test_every_connection_cut_fails_and_keeps_installed_version(env: Env) -> None:
+    sync(env, retries=1, expect=0)
+    installed = tree_bytes(env.local)
+    assert installed == tree_bytes(env.src)
+    last_sync = (env.state / ".last_sync.json").read_bytes()
+    record = (env.state / "datasets" / f"{NAME}.json").read_bytes()
+
+    env.replace_data(seed=3)
+    env.proxy.reset_counters()
+    env.proxy.cut_after, env.proxy.max_cuts = 1_500_000, None
+
+    result, item = sync(env, retries=2, expect=1)
+
+    assert env.proxy.cuts == 2  # both attempts were cut
+    assert item["status"] == "failed"
+    message = item["message"]
+    assert message.startswith(f"{NAME}: network: ") and "\n" not in message, message
+    assert re.search(r"connection|reset|broken", message, re.I), message
+    assert "Traceback" not in result.err
+    assert tree_bytes(env.local) == installed
+    assert not list(env.local.parent.glob(f".{NAME}.dhs-new-*"))
+    assert (env.state / ".last_sync.json").read_bytes() == last_sync
+    assert (env.state / "datasets" / f"{NAME}.json").read_bytes() == record
