@@ -103,3 +103,42 @@ def test_cli_json_error_document(tmp_path: Path) -> None:
     doc = json.loads(result.err.strip().splitlines()[-1])
     assert doc["message_type"] == "exit_error" and doc["code"] == 2
     assert "hub.nope: unknown key" in doc["message"]
+
+
+def _model_keys(model: type, prefix: str = "") -> set[str]:
+    from pydantic import BaseModel
+
+    keys = set()
+    for name, info in model.model_fields.items():
+        path = f"{prefix}{name}"
+        keys.add(path)
+        annotation = info.annotation
+        inner = getattr(annotation, "__args__", (annotation,))
+        for candidate in inner:
+            if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+                keys |= _model_keys(candidate, f"{path}.")
+    return keys
+
+
+def _yaml_keys(node: object, prefix: str = "") -> set[str]:
+    keys: set[str] = set()
+    if isinstance(node, dict):
+        for key, value in node.items():
+            keys.add(f"{prefix}{key}")
+            keys |= _yaml_keys(value, f"{prefix}{key}.")
+    elif isinstance(node, list):
+        for item in node:
+            keys |= _yaml_keys(item, prefix)
+    return keys
+
+
+def test_example_config_documents_every_key_and_loads() -> None:
+    import yaml
+
+    from datahubsync.core.config import Config
+    from tests.helpers import ROOT
+
+    example = ROOT / "config_client_example.yaml"
+    documented = _yaml_keys(yaml.safe_load(example.read_text()))
+    assert _model_keys(Config) == documented
+    load_config(example, {})  # and it is valid
