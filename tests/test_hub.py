@@ -263,3 +263,38 @@ def test_scan_ignores_symlinks_and_temp_names(tmp_path: Path) -> None:
     (root / ".dhs-tmp").write_text("x")
     names = {e.relpath for e in scan_dataset(root)}
     assert "link.csv" not in names and ".dhs-tmp" not in names and len(names) == 2
+
+
+def test_requests_answered_while_a_package_builds(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    (data / "heavy").mkdir(parents=True)
+    for i in range(8):  # incompressible data at level 9: a build of a few seconds
+        (data / "heavy" / f"{i}.bin").write_bytes(os.urandom(6 * 1024 * 1024))
+    server = Hub(tmp_path, data, compress_level=9, compress_threads=1, workers=1).start()
+    try:
+        slowest = 0.0
+        saw_building = False
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            started = time.monotonic()
+            entry = server.datasets()["heavy"]
+            requests.get(f"{server.url}/health", timeout=5)
+            slowest = max(slowest, time.monotonic() - started)
+            if entry["package_ready"]:
+                break
+            saw_building = True
+            time.sleep(0.05)
+        assert saw_building, "the build finished before we could observe it"
+        assert slowest < 0.5
+    finally:
+        server.stop()
+
+
+def test_configured_dataset_list_limits_what_is_served(tmp_path: Path, data_root: Path) -> None:
+    server = Hub(tmp_path, data_root, datasets=["beta"]).start()
+    try:
+        server.wait_ready("beta")
+        assert set(server.datasets()) == {"beta"}
+        assert requests.get(f"{server.url}/package/alpha.zip", timeout=5).status_code == 404
+    finally:
+        server.stop()

@@ -265,3 +265,34 @@ def test_hub_answering_garbage_is_clear_error(tmp_path: Path, bad: bytes) -> Non
     finally:
         server.shutdown()
 
+
+
+def test_progress_bar_on_a_terminal_log_lines_otherwise(tmp_path: Path, hub: Hub) -> None:
+    import pty
+
+    from tests.helpers import clean_env, cli_argv
+
+    hub.wait_ready("alpha")
+    cfg = client_config(tmp_path, hub.url, ["alpha"])
+    quiet = run_cli(["datasets", "sync", "--force"], config=cfg)  # stderr is a pipe here
+    assert "alpha: starting" in quiet.err and "alpha: done" in quiet.err
+    assert "\r" not in quiet.err
+    pid, fd = pty.fork()
+    if pid == 0:  # child: stdout/stderr are the terminal
+        env = clean_env({"COLUMNS": "100", "TERM": "xterm"})
+        os.execvpe(cli_argv()[0], [*cli_argv(), "--config", str(cfg), "datasets", "sync",
+                                   "--force"], env)
+    chunks = []
+    while True:
+        try:
+            data = os.read(fd, 65536)
+        except OSError:
+            break
+        if not data:
+            break
+        chunks.append(data)
+    _, status = os.waitpid(pid, 0)
+    screen = b"".join(chunks).decode("utf-8", "replace")
+    assert os.waitstatus_to_exitcode(status) == 0, screen
+    assert "alpha: starting" not in screen  # the bar replaces the log lines
+    assert "━" in screen or "%" in screen  # rich's bar

@@ -59,6 +59,9 @@ def install(state: ClientState, req: InstallRequest,
             progress: Callable[[int], None] | None = None) -> None:
     """Extract ``req.package`` and put it in place atomically; then record it."""
     req.local_dir.parent.mkdir(parents=True, exist_ok=True)
+    for leftover in req.local_dir.parent.glob(f".{req.local_dir.name}.dhs-new-*"):
+        log.info("%s: removing %s left by an interrupted extraction", req.name, leftover)
+        remove_tree(leftover)  # no journal names it (recover ran first, under the lock)
     staging = _sibling(req.local_dir, "new")
     staging.mkdir()
     try:
@@ -98,8 +101,11 @@ def _apply(state: ClientState, name: str, journal: dict) -> None:
     backup = Path(journal["backup"])
     if journal["mode"] == "overlay":
         _overlay(staging, local_dir, backup)
-    else:
-        _swap(staging, local_dir, backup, int(journal["new_inode"]))
+    elif not _swap(staging, local_dir, backup, int(journal["new_inode"])):
+        log.warning("%s: the interrupted install's new tree is gone; keeping %s as it is",
+                    name, local_dir)
+        state.journal_path(name).unlink(missing_ok=True)
+        return
     remove_tree(staging)
     version = InstalledVersion(**journal["version"])
     record = state.record(name)
@@ -114,32 +120,33 @@ def _apply(state: ClientState, name: str, journal: dict) -> None:
         if old.path:
             remove_tree(Path(old.path))
     record.previous = [p for p in record.previous[:keep] if p.path and Path(p.path).exists()]
-    if not record.previous and backup.exists() and keep == 0:
-        remove_tree(backup)
     state.save_record(name, record)
     state.set_last_sync(name, version.last_updated)
     state.journal_path(name).unlink(missing_ok=True)
 
 
-def _swap(staging: Path, local_dir: Path, backup: Path, new_inode: int) -> None:
-    """Put the new tree (inode ``new_inode``) at ``local_dir``, the old one at ``backup``."""
+def _swap(staging: Path, local_dir: Path, backup: Path, new_inode: int) -> bool:
+    """Put the new tree (inode ``new_inode``) at ``local_dir``, the old one at ``backup``.
+
+    Returns False when the new tree no longer exists (nothing to finish).
+    """
     if local_dir.exists() and local_dir.stat().st_ino == new_inode:
         if staging.exists():  # exchanged already: staging holds the old tree
             os.replace(staging, backup)
-        return
-    if not local_dir.exists():
-        if staging.exists():
-            os.replace(staging, local_dir)
-            return
-        raise DatahubsyncError(f"{local_dir}: install journal found but neither the new "
-                               "nor the old tree is present")
+        return True
     if not staging.exists():
-        raise DatahubsyncError(f"{staging}: staged dataset vanished before the swap")
+        if not local_dir.exists() and backup.exists():
+            os.replace(backup, local_dir)  # put the old tree back
+        return False
+    if not local_dir.exists():
+        os.replace(staging, local_dir)
+        return True
     if exchange(staging, local_dir):
         os.replace(staging, backup)
     else:
         os.replace(local_dir, backup)
         os.replace(staging, local_dir)
+    return True
 
 
 def _overlay(staging: Path, local_dir: Path, backup: Path) -> None:
