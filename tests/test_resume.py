@@ -33,34 +33,27 @@ from tests.helpers import (
 )
 from tests.proxy import Proxy
 
-NAME = "big"
+FILES, ROWS = 40, 3000  # stored (compress_level 0): a package of about 3.8 MB
 MAX_TIME = 2.0
 
-CHUNK_BUG = (
-    "datahubsync/datasets/download.py _fetch: response.iter_content(CHUNK) with CHUNK = 1 MiB; "
-    "urllib3 yields nothing until a whole MiB (or the end of the body) has arrived and drops "
-    "what it had read when the connection breaks, so every byte received since the last MiB "
-    "boundary never reaches the .part file: a cut or kill -9 loses up to 1 MiB (a package "
-    "smaller than 1 MiB never resumes), and --max-time is only checked once per MiB"
-)
-xfail_chunk = pytest.mark.xfail(strict=True, reason=CHUNK_BUG)
 
 
 @dataclass
 class Env:
-    tmp: Path
-    root: Path  # the hub's data_root
+    tmp: Path  # this test's directory: client config, state and local copy
+    name: str
+    root: Path  # the hub's data_root (shared by the module's tests)
     hub: Hub
     proxy: Proxy
-    entry: dict[str, Any]  # the hub's catalog entry for NAME when the test started
+    entry: dict[str, Any]  # the hub's catalog entry for ``name``
 
     @property
     def src(self) -> Path:
-        return self.root / NAME
+        return self.root / self.name
 
     @property
     def local(self) -> Path:
-        return self.tmp / "local" / NAME
+        return self.tmp / "local" / self.name
 
     @property
     def state(self) -> Path:
@@ -68,7 +61,7 @@ class Env:
 
     @property
     def part(self) -> Path:
-        return self.state / "downloads" / f"{NAME}.zip.part"
+        return self.state / "downloads" / f"{self.name}.zip.part"
 
     @property
     def part_meta(self) -> Path:
@@ -78,35 +71,60 @@ class Env:
     def size(self) -> int:
         return int(self.entry["package_size"])
 
-    def config(self, retries: int, url: str | None = None) -> Path:
-        return client_config(self.tmp, url or self.proxy.url, [NAME], hub={"retries": retries})
+    def config(self, retries: int) -> Path:
+        return client_config(self.tmp, self.proxy.url, [self.name], hub={"retries": retries})
 
     def last_sync(self) -> dict[str, str]:
         path = self.state / ".last_sync.json"
         return json.loads(path.read_text()) if path.exists() else {}
 
+    def own_dataset(self, name: str) -> Env:
+        """This environment for a new dataset of its own (for tests that change the data)."""
+        staged = self.tmp / f"staged-{name}"  # renamed in whole: see replace_data
+        make_dataset(staged, files=FILES, rows=ROWS)
+        staged.rename(self.root / name)
+        return Env(self.tmp, name, self.root, self.hub, self.proxy, self.hub.wait_ready(name))
+
     def replace_data(self, seed: int) -> dict[str, bytes]:
-        """New content for every file; returns the new tree once the hub published it."""
+        """New content for every file; returns the new tree once the hub published it.
+
+        The new tree is written aside and renamed into place: with ``debounce: 0`` the
+        hub would otherwise package a half-written directory.
+        """
         old_version = self.entry["version"]
-        shutil.rmtree(self.src)
-        make_dataset(self.src, files=40, rows=3000, seed=seed)
-        self.entry = self.hub.wait_ready(NAME, newer_than=old_version)
+        staged, old = self.tmp / "staged", self.tmp / "old-data"
+        make_dataset(staged, files=FILES, rows=ROWS, seed=seed)
+        self.src.rename(old)
+        staged.rename(self.src)
+        shutil.rmtree(old)
+        self.entry = self.hub.wait_ready(self.name, newer_than=old_version)
+        assert self.entry["file_count"] == FILES, self.entry
         return tree_bytes(self.src)
 
 
+@pytest.fixture(scope="module")
+def shared_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Hub, Path]]:
+    """One hub for the module; ``big`` is never changed, tests that change data add their own."""
+    tmp = tmp_path_factory.mktemp("hub")
+    root = tmp / "hubdata"
+    make_dataset(root / "big", files=FILES, rows=ROWS)
+    hub = Hub(tmp, root, compress_level=0).start()
+    try:
+        entry = hub.wait_ready("big")
+        assert entry["package_size"] > 3 * 1024 * 1024, entry  # several client reads long
+        yield hub, root
+    finally:
+        hub.stop()
+
+
 @pytest.fixture
-def env(tmp_path: Path) -> Iterator[Env]:
-    root = tmp_path / "hubdata"
-    make_dataset(root / NAME, files=40, rows=3000)
-    hub = Hub(tmp_path, root, compress_level=0).start()
+def env(tmp_path: Path, shared_hub: tuple[Hub, Path]) -> Iterator[Env]:
+    hub, root = shared_hub
     proxy = Proxy(hub.url)
     try:
-        entry = hub.wait_ready(NAME)
-        assert entry["package_size"] > 3 * 1024 * 1024, entry  # several client reads long
-        yield Env(tmp_path, root, hub, proxy, entry)
+        yield Env(tmp_path, "big", root, hub, proxy, hub.wait_ready("big"))
     finally:
         proxy.close()
-        hub.stop()
 
 
 def sync(env: Env, *, retries: int, expect: int, args: tuple[str, ...] = ()
@@ -116,15 +134,16 @@ def sync(env: Env, *, retries: int, expect: int, args: tuple[str, ...] = ()
     document = result.json()
     assert document["message_type"] == "summary"
     (item,) = document["datasets"]
-    assert item["name"] == NAME
+    assert item["name"] == env.name
     return result, item
 
 
-def resumed_ranges(proxy: Proxy) -> list[int]:
+def resumed_ranges(env: Env) -> list[int]:
     """Start offsets of the ranged package requests that went through the proxy."""
     found = []
-    for head in proxy.requests:
-        if head.startswith(f"GET /package/{NAME}.zip "):
+    name = env.name
+    for head in env.proxy.requests:
+        if head.startswith(f"GET /package/{name}.zip "):
             match = re.search(r"(?im)^range:\s*bytes=(\d+)-", head)
             if match:
                 found.append(int(match.group(1)))
@@ -159,15 +178,15 @@ def part_size(env: Env) -> int:
 def assert_not_installed(env: Env) -> None:
     assert not env.local.exists()
     if env.local.parent.exists():
-        assert not list(env.local.parent.glob(f".{NAME}.dhs-*"))
-    assert NAME not in env.last_sync()
+        assert not list(env.local.parent.glob(f".{env.name}.dhs-*"))
+    assert env.name not in env.last_sync()
 
 
 # 1 -----------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("where", [
     pytest.param("late", id="cut-at-65pct"),
-    pytest.param("early", id="cut-at-100KB", marks=xfail_chunk),
+    pytest.param("early", id="cut-at-100KB"),
 ])
 def test_cut_mid_package_resumes_within_one_run(env: Env, where: str) -> None:
     cut_after = int(env.size * 0.65) if where == "late" else 100_000
@@ -180,7 +199,7 @@ def test_cut_mid_package_resumes_within_one_run(env: Env, where: str) -> None:
     assert tree_bytes(env.local) == tree_bytes(env.src)
     assert item["bytes_downloaded"] == env.size  # every byte written once
     assert not env.part.exists() and not env.part_meta.exists()
-    ranges = resumed_ranges(env.proxy)
+    ranges = resumed_ranges(env)
     assert len(ranges) == 1 and ranges[0] > 0, env.proxy.requests
     # Resumed, not restarted: a restart after the cut would carry cut_after + size bytes.
     assert env.proxy.bytes_down < 1.5 * env.size
@@ -191,34 +210,36 @@ def test_cut_mid_package_resumes_within_one_run(env: Env, where: str) -> None:
 
 @pytest.mark.parametrize("where", [
     pytest.param("late", id="cut-at-65pct"),
-    pytest.param("early", id="cut-at-100KB", marks=xfail_chunk),
+    pytest.param("early", id="cut-at-100KB"),
 ])
 def test_cut_then_resume_in_a_later_run(env: Env, where: str) -> None:
     cut_after = int(env.size * 0.65) if where == "late" else 100_000
     env.proxy.cut_after, env.proxy.max_cuts = cut_after, 1
 
     _, item = sync(env, retries=1, expect=1)
-    assert item["status"] == "failed" and item["message"].startswith(f"{NAME}:"), item
+    assert item["status"] == "failed" and item["message"].startswith(f"{env.name}:"), item
     assert_not_installed(env)
     assert env.part.exists() and env.part_meta.exists()
     kept = part_size(env)
     assert 0 < kept <= cut_after
 
     env.proxy.reset_counters()
+    env.proxy.cut_after = None
     _, item = sync(env, retries=1, expect=0)
     assert item["status"] == "installed", item
     assert item["resumed_from"] == kept
     assert item["bytes_downloaded"] == env.size - kept
-    assert resumed_ranges(env.proxy) == [kept]
+    assert resumed_ranges(env) == [kept]
     assert env.proxy.bytes_down < env.size - kept + 8192
     assert tree_bytes(env.local) == tree_bytes(env.src)
-    assert env.last_sync()[NAME] == env.entry["last_updated"]
+    assert env.last_sync()[env.name] == env.entry["last_updated"]
     assert not env.part.exists()
 
 
 # 3 -----------------------------------------------------------------------------------------
 
 def test_package_replaced_between_attempts_restarts_from_zero(env: Env) -> None:
+    env = env.own_dataset("replaced")
     old = dict(env.entry)
     env.proxy.cut_after, env.proxy.max_cuts = int(env.size * 0.65), 1
     sync(env, retries=1, expect=1)
@@ -227,22 +248,23 @@ def test_package_replaced_between_attempts_restarts_from_zero(env: Env) -> None:
     new_tree = env.replace_data(seed=7)
     assert env.entry["sha256"] != old["sha256"]
     env.proxy.reset_counters()
+    env.proxy.cut_after = None
 
     _, item = sync(env, retries=1, expect=0)
 
     assert item["status"] == "installed", item
     assert item["resumed_from"] == 0
     assert item["bytes_downloaded"] == env.entry["package_size"]
-    assert resumed_ranges(env.proxy) == []  # no byte of the old package asked for or kept
+    assert resumed_ranges(env) == []  # no byte of the old package asked for or kept
     assert tree_bytes(env.local) == new_tree
-    assert env.last_sync()[NAME] == env.entry["last_updated"] != old["last_updated"]
+    assert env.last_sync()[env.name] == env.entry["last_updated"] != old["last_updated"]
 
 
 # 4 -----------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("rate", [
     pytest.param(1_000_000, id="1MBps-kill-after-part-grows"),
-    pytest.param(200_000, id="200KBps-kill-after-400KB", marks=xfail_chunk),
+    pytest.param(200_000, id="200KBps-kill-after-400KB"),
 ])
 def test_kill_9_during_download_then_resume(env: Env, rate: int) -> None:
     env.proxy.rate = rate
@@ -272,7 +294,7 @@ def test_kill_9_during_download_then_resume(env: Env, rate: int) -> None:
 
 @pytest.mark.parametrize("rate", [
     pytest.param(500_000, id="500KBps"),
-    pytest.param(100_000, id="100KBps", marks=xfail_chunk),
+    pytest.param(100_000, id="100KBps"),
 ])
 def test_max_time_gives_up_in_time(env: Env, rate: int) -> None:
     env.proxy.rate = rate
@@ -305,7 +327,7 @@ def test_hub_unreachable_exits_75_with_one_line(tmp_path: Path) -> None:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     url = f"http://127.0.0.1:{port}"
-    config = client_config(tmp_path, url, [NAME], hub={"retries": 1, "connect_timeout": 2})
+    config = client_config(tmp_path, url, ["big"], hub={"retries": 1, "connect_timeout": 2})
 
     result = run_cli(["datasets", "sync"], config=config, expect=75, timeout=30)
 
@@ -314,17 +336,18 @@ def test_hub_unreachable_exits_75_with_one_line(tmp_path: Path) -> None:
     assert lines[0].startswith("datahubsync: error: ")
     assert url in lines[0] and "unreachable" in lines[0]
     assert "Traceback" not in result.err + result.out
-    assert not (tmp_path / "local" / NAME).exists()
+    assert not (tmp_path / "local" / "big").exists()
 
 
 # 7 -----------------------------------------------------------------------------------------
 
 def test_every_connection_cut_fails_and_keeps_installed_version(env: Env) -> None:
+    env = env.own_dataset("cutall")
     sync(env, retries=1, expect=0)
     installed = tree_bytes(env.local)
     assert installed == tree_bytes(env.src)
     last_sync = (env.state / ".last_sync.json").read_bytes()
-    record = (env.state / "datasets" / f"{NAME}.json").read_bytes()
+    record = (env.state / "datasets" / f"{env.name}.json").read_bytes()
 
     env.replace_data(seed=3)
     env.proxy.reset_counters()
@@ -335,10 +358,10 @@ def test_every_connection_cut_fails_and_keeps_installed_version(env: Env) -> Non
     assert env.proxy.cuts == 2  # both attempts were cut
     assert item["status"] == "failed"
     message = item["message"]
-    assert message.startswith(f"{NAME}: network: ") and "\n" not in message, message
+    assert message.startswith(f"{env.name}: network: ") and "\n" not in message, message
     assert re.search(r"connection|reset|broken", message, re.I), message
     assert "Traceback" not in result.err
     assert tree_bytes(env.local) == installed
-    assert not list(env.local.parent.glob(f".{NAME}.dhs-new-*"))
+    assert not list(env.local.parent.glob(f".{env.name}.dhs-new-*"))
     assert (env.state / ".last_sync.json").read_bytes() == last_sync
-    assert (env.state / "datasets" / f"{NAME}.json").read_bytes() == record
+    assert (env.state / "datasets" / f"{env.name}.json").read_bytes() == record

@@ -88,8 +88,16 @@ def hub_catalog(loaded: LoadedConfig, session: requests.Session,
 
 
 def _short(exc: BaseException) -> str:
-    text = str(exc)
-    return text if len(text) < 200 else text[:200] + "…"
+    """One readable line: the innermost cause of a requests/urllib3 error chain."""
+    seen: BaseException = exc
+    while True:
+        inner = next((a for a in seen.args if isinstance(a, BaseException)), None)
+        inner = inner or getattr(seen, "reason", None) or seen.__cause__
+        if not isinstance(inner, BaseException) or inner is seen:
+            break
+        seen = inner
+    text = str(seen) if seen is exc else f"{exc.__class__.__name__}: {seen}"
+    return text if len(text) < 300 else text[:300] + "…"
 
 
 def select(loaded: LoadedConfig, names: Sequence[str]) -> list[DatasetConfig]:

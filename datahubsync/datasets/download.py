@@ -15,12 +15,13 @@ import logging
 import os
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import requests
+import urllib3
 
 from datahubsync.core.errors import IntegrityError, NetworkError, TempFailError
 from datahubsync.core.http import RetryPolicy, call_with_retry, raise_for_retryable
@@ -28,7 +29,7 @@ from datahubsync.core.progress import NullProgress, Progress
 from datahubsync.core.statefile import write_json_atomic
 
 log = logging.getLogger(__name__)
-CHUNK = 1024 * 1024
+CHUNK = 1024 * 1024  # the most one read returns; less is written as it arrives
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
 
 
@@ -220,7 +221,7 @@ def _fetch(session: requests.Session, remote: RemotePackage, part: _Part,
         mode = "ab" if offset else "wb"
         with open(part.path, mode) as fh:
             try:
-                for chunk in response.iter_content(CHUNK):
+                for chunk in _arrived(response):
                     fh.write(chunk)
                     state["digest"].update(chunk)
                     state["offset"] += len(chunk)
@@ -235,6 +236,29 @@ def _fetch(session: requests.Session, remote: RemotePackage, part: _Part,
     if remote.size is not None and state["offset"] < remote.size:
         raise requests.ConnectionError(
             f"connection closed at byte {state['offset']} of {remote.size}")
+
+
+def _arrived(response: requests.Response) -> Iterator[bytes]:
+    """Yield bytes as they arrive (at most CHUNK at a time).
+
+    ``iter_content(n)`` holds data back until ``n`` bytes are in, so a cut
+    connection would lose up to ``n`` received bytes and a deadline would be
+    checked late; ``read1`` returns whatever one socket read brought.
+    """
+    raw = response.raw
+    try:
+        while chunk := raw.read1(CHUNK, decode_content=True):
+            yield chunk
+    except (urllib3.exceptions.ProtocolError, urllib3.exceptions.ReadTimeoutError,
+            urllib3.exceptions.DecodeError) as exc:
+        raise requests.ConnectionError(f"connection broken: {_reason(exc)}") from None
+
+
+def _reason(exc: BaseException) -> str:
+    """The innermost cause, readable (not a tuple repr)."""
+    while exc.args and isinstance(exc.args[-1], BaseException):
+        exc = exc.args[-1]
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
 def _announced_total(response: requests.Response) -> int | None:
