@@ -90,9 +90,9 @@ def snapshot(root: Path, skip: Path) -> dict[str, Any]:
     return found
 
 
-def info(name: str, mode: int | None = None) -> zipfile.ZipInfo:
+def info(name: str, mode: int | None = None, create_system: int = 3) -> zipfile.ZipInfo:
     zi = zipfile.ZipInfo(name, date_time=(2026, 11, 23, 19, 31, 54))
-    zi.create_system = 3
+    zi.create_system = create_system  # 3 = Unix, 0 = MS-DOS/Windows (the old hub's zipfile)
     zi.compress_type = zipfile.ZIP_DEFLATED
     zi.external_attr = ((mode if mode is not None else stat.S_IFREG | 0o644) << 16)
     return zi
@@ -331,6 +331,10 @@ CASES: dict[str, Case] = {
         "C:/x", {}, lambda tmp: []),
     "symlink": (
         lambda tmp: [GOOD_MEMBER, (info("sz/link.csv", stat.S_IFLNK | 0o777), b"/etc/passwd")],
+        "sz/link.csv", {}, lambda tmp: []),
+    "symlink-windows-made": (  # the mode bits alone make it a link, whatever the host
+        lambda tmp: [GOOD_MEMBER, (info("sz/link.csv", stat.S_IFLNK | 0o777, create_system=0),
+                                   b"/etc/passwd")],
         "sz/link.csv", {}, lambda tmp: []),
     "char-device": (
         lambda tmp: [GOOD_MEMBER, (info("sz/dev.csv", stat.S_IFCHR | 0o666), b"")],

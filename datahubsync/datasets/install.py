@@ -95,7 +95,15 @@ def recover(state: ClientState, name: str) -> bool:
     return True
 
 
+def _same(a: InstalledVersion | None, b: InstalledVersion) -> bool:
+    return a is not None and (a.last_updated, a.sha256) == (b.last_updated, b.sha256)
+
+
 def _apply(state: ClientState, name: str, journal: dict) -> None:
+    """Finish the journalled step; safe to run again after a crash at any point in it."""
+    if journal["mode"] == "rollback":
+        _finish_rollback(state, name, journal)
+        return
     local_dir = Path(journal["local_dir"])
     staging = Path(journal["staging"])
     backup = Path(journal["backup"])
@@ -109,18 +117,19 @@ def _apply(state: ClientState, name: str, journal: dict) -> None:
     remove_tree(staging)
     version = InstalledVersion(**journal["version"])
     record = state.record(name)
-    if record.current is not None:
-        kept = InstalledVersion(**{**record.current.__dict__, "path": str(backup)})
-        if backup.exists():
-            record.previous.insert(0, kept)
-    record.current = version
-    record.skip_last_updated = None
-    keep = int(journal.get("keep_previous", 1))
-    for old in record.previous[keep:]:
-        if old.path:
-            remove_tree(Path(old.path))
-    record.previous = [p for p in record.previous[:keep] if p.path and Path(p.path).exists()]
-    state.save_record(name, record)
+    if not _same(record.current, version):  # not recorded yet by an earlier attempt
+        if record.current is not None and backup.exists():
+            record.previous.insert(0, InstalledVersion(**{**record.current.__dict__,
+                                                          "path": str(backup)}))
+        record.current = version
+        record.skip_last_updated = None
+        keep = int(journal.get("keep_previous", 1))
+        for old in record.previous[keep:]:
+            if old.path:
+                remove_tree(Path(old.path))
+        record.previous = [p for p in record.previous[:keep]
+                           if p.path and Path(p.path).exists()]
+        state.save_record(name, record)
     state.set_last_sync(name, version.last_updated)
     state.journal_path(name).unlink(missing_ok=True)
 
@@ -165,25 +174,56 @@ def _overlay(staging: Path, local_dir: Path, backup: Path) -> None:
 
 
 def rollback(state: ClientState, name: str, local_dir: Path, mode: str) -> InstallRecord:
-    """Put the newest kept previous version back in place."""
+    """Put the newest kept previous version back in place (journalled like an install)."""
+    recover(state, name)
     record = state.record(name)
     if not record.previous or record.current is None:
         raise DatahubsyncError(f"{name}: no previous version is kept to roll back to")
-    target = record.previous[0]
-    kept = Path(target.path or "")
-    if not kept.exists():
-        raise DatahubsyncError(f"{name}: previous version directory {kept} is missing")
     if mode == "overlay":
         raise DatahubsyncError(f"{name}: rollback is only supported in swap mode")
+    target = record.previous[0]
+    kept = Path(target.path or "")
+    if not kept.is_dir() or not local_dir.is_dir():
+        raise DatahubsyncError(f"{name}: previous version directory {kept} or {local_dir} "
+                               "is missing")
+    journal = {
+        "mode": "rollback",
+        "local_dir": str(local_dir),
+        "kept": str(kept),
+        "aside": str(_sibling(local_dir, "prev")),
+        "target_inode": kept.stat().st_ino,
+        "target": target.__dict__,
+        "rolled_from": record.current.__dict__,
+    }
+    write_json_atomic(state.journal_path(name), journal)
     if not exchange(kept, local_dir):
-        aside = _sibling(local_dir, "prev")
-        os.replace(local_dir, aside)
+        os.replace(local_dir, journal["aside"])
         os.replace(kept, local_dir)
+        os.replace(journal["aside"], kept)
+    _finish_rollback(state, name, journal)
+    return state.record(name)
+
+
+def _finish_rollback(state: ClientState, name: str, journal: dict) -> None:
+    local_dir, kept, aside = (Path(journal[k]) for k in ("local_dir", "kept", "aside"))
+    target = InstalledVersion(**{**journal["target"], "path": None})
+    rolled_from = InstalledVersion(**{**journal["rolled_from"], "path": str(kept)})
+    if not local_dir.exists() and aside.exists():  # fallback stopped after its 1st rename
+        os.replace(kept, local_dir)
+    in_place = local_dir.exists() and local_dir.stat().st_ino == journal["target_inode"]
+    if in_place and aside.exists():
         os.replace(aside, kept)
-    rolled_from = record.current
-    record.current = InstalledVersion(**{**target.__dict__, "path": None})
-    record.previous[0] = InstalledVersion(**{**rolled_from.__dict__, "path": str(kept)})
-    record.skip_last_updated = rolled_from.last_updated
-    state.save_record(name, record)
+    if not in_place:  # the exchange never happened: nothing changed on disk
+        state.journal_path(name).unlink(missing_ok=True)
+        return
+    record = state.record(name)
+    if not _same(record.current, target):
+        record.current = target
+        if record.previous:
+            record.previous[0] = rolled_from
+        else:
+            record.previous = [rolled_from]
+        record.skip_last_updated = rolled_from.last_updated
+        state.save_record(name, record)
     state.set_last_sync(name, target.last_updated)
-    return record
+    state.journal_path(name).unlink(missing_ok=True)

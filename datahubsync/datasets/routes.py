@@ -67,6 +67,9 @@ BUILDER = web.AppKey("datasets_builder", Builder)
 
 async def api_datasets(request: web.Request) -> web.Response:
     catalog = request.app[CATALOG]
+    # Re-read the store (a few small files) so every worker answers with the
+    # packages published right now, not as of its last poll.
+    await asyncio.to_thread(catalog.refresh)
     return web.json_response(datasets_document(catalog.names, catalog.published, catalog.tz))
 
 
