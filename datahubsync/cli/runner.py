@@ -82,6 +82,10 @@ def run_command(func: F) -> F:
             _fail(app, "interrupted", ExitCode.INTERRUPTED)
         except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise
+        except OSError as exc:  # the environment, not a bug: say which file and why
+            where = f": {exc.filename}" if exc.filename else ""
+            log.debug("OS error", exc_info=True)
+            _fail(app, f"{exc.strerror or exc}{where}", ExitCode.PARTIAL)
         except Exception as exc:  # noqa: BLE001 - the last line of defence
             log.debug("unexpected error", exc_info=True)
             _fail(app, f"internal error: {type(exc).__name__}: {exc} "
