@@ -92,7 +92,8 @@ def quote_pool(rnd: random.Random, n: int, level: float, decimals: int,
     around ``level``; volume is in lots of 100; amount = volume x VWAP rounded to
     0.001, formatted with 2 decimals (as the exchange feeds give it).
     """
-    fmt = f"{{:.{decimals}f}},{{:.{decimals}f}},{{:.{decimals}f}},{{:.{decimals}f}},{{}},{{:.2f}}\r\n"
+    price = f"{{:.{decimals}f}},"
+    fmt = price * 4 + "{},{:.2f}\r\n"
     gauss, lognorm = rnd.gauss, rnd.lognormvariate
     floor = 10 ** -decimals * 50
     tails: list[bytes] = []
@@ -193,7 +194,8 @@ def gen_etf(root: Path, scale: float, seed: int) -> tuple[int, int]:
     days = trading_days()[-5000:]  # ETFs are younger
     tails = quote_pool(rnd, 50_000, level=1.5, decimals=3, vol_mu=11.5)
     mean_tail = sum(map(len, tails[:10_000])) / 10_000
-    header = "交易日期,基金代码,基金名称,开盘价,最高价,最低价,收盘价,成交量,成交额\r\n".encode("gbk")
+    header = ("交易日期,基金代码,基金名称,开盘价,最高价,最低价,收盘价,成交量,"
+              "成交额\r\n").encode("gbk")
     rows = row_counts(rnd, files, target, 11 + 9 + 14 + mean_tail, len(days), min_rows=60)
     total = 0
     for i, n in enumerate(rows):
