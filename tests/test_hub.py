@@ -142,25 +142,61 @@ def _child_pids(pid: int) -> list[int]:
     return found
 
 
-def test_rebuild_only_when_enough_files_changed(hub: Hub, data_root: Path) -> None:
-    first = hub.wait_ready("alpha")
-    time.sleep(0.6)  # several check intervals: nothing changed, nothing rebuilt
-    assert hub.datasets()["alpha"]["version"] == first["version"]
-    files = sorted((data_root / "alpha").rglob("*.csv"))
-    later = time.time() + 5
-    os.utime(files[0], (later, later))  # 1 of 6 changed: below the 85 % rule
-    time.sleep(0.6)
-    assert hub.datasets()["alpha"]["version"] == first["version"]
-    for path in files:  # a new trading day: every file gets a row
-        with open(path, "ab") as fh:
-            fh.write(b"2026-11-24,1,2,3\r\n")
-        os.utime(path, (later + 1, later + 1))
-    second = hub.wait_ready("alpha", newer_than=first["version"])
-    assert second["last_updated"] > first["last_updated"]
-    assert second["sha256"] != first["sha256"]
-    # the previous package stays on disk for clients still downloading it
-    cache = hub.tmp / "hubstate" / "packages"
-    assert len(list(cache.glob("alpha_*.zip"))) == 2
+def test_rebuild_only_when_enough_files_changed(tmp_path: Path, data_root: Path) -> None:
+    two_days_ago = time.time() - 2 * 86400  # yesterday's update, outside the fresh window
+    for path in data_root.rglob("*.csv"):
+        os.utime(path, (two_days_ago, two_days_ago))
+    hub = Hub(tmp_path, data_root).start()
+    try:
+        first = hub.wait_ready("alpha")
+        time.sleep(0.6)  # several check intervals: nothing changed, nothing rebuilt
+        assert hub.datasets()["alpha"]["version"] == first["version"]
+        files = sorted((data_root / "alpha").rglob("*.csv"))
+        later = time.time()
+        os.utime(files[0], (later, later))  # 1 of 6 changed: below the 85 % rule
+        time.sleep(0.6)
+        assert hub.datasets()["alpha"]["version"] == first["version"]
+        for path in files:  # a new trading day: every file gets a row
+            with open(path, "ab") as fh:
+                fh.write(b"2026-11-24,1,2,3\r\n")
+            os.utime(path, (later + 1, later + 1))
+        second = hub.wait_ready("alpha", newer_than=first["version"])
+        assert second["last_updated"] > first["last_updated"]
+        assert second["sha256"] != first["sha256"]
+        # the previous package stays on disk for clients still downloading it
+        cache = hub.tmp / "hubstate" / "packages"
+        assert len(list(cache.glob("alpha_*.zip"))) == 2
+    finally:
+        hub.stop()
+
+
+def test_update_packaged_half_way_is_completed(tmp_path: Path) -> None:
+    """A package built mid-update (hub restart, writer pause) is rebuilt when the rest lands."""
+    data = tmp_path / "data"
+    make_dataset(data / "d", files=10)
+    now = [time.time()]
+    old = int((now[0] - 3 * 86400) * 1e9)
+    files = sorted((data / "d").rglob("*.csv"))
+    for path in files:
+        os.utime(path, ns=(old, old))
+    store = PackageStore(tmp_path / "cache")
+    settings = BuildSettings(data, None, 0, 0.85, 2, 1, 1, __import__("datetime").UTC)
+    builder = Builder(settings, store, wall_clock=lambda: now[0])
+    assert builder.run_once()["d"].build  # yesterday's data
+    stamp = int(now[0] * 1e9)
+    for path in files[:3]:  # today's update starts...
+        os.utime(path, ns=(stamp, stamp))
+    assert builder.run_once(force=True)["d"].build  # ...and gets packaged half-way
+    for path in files[3:]:  # the other 70 %: below 85 % "newer than the package"
+        os.utime(path, ns=(stamp + 10**9, stamp + 10**9))
+    decision = builder.run_once()["d"]
+    assert decision.build, decision.reason
+    assert "fresh window" in decision.reason
+    off = BuildSettings(data, None, 0, 0.85, 2, 1, 1, __import__("datetime").UTC,
+                        fresh_window=None)
+    later = stamp + 2 * 10**9
+    os.utime(files[0], ns=(later, later))
+    assert not Builder(off, store, wall_clock=lambda: now[0]).run_once()["d"].build
 
 
 def test_keep_packages_prunes_old(tmp_path: Path) -> None:

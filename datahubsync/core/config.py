@@ -78,6 +78,7 @@ class ServeConfig(_Section):
     check_interval: float = Field(600, gt=0)
     debounce: float = Field(60, ge=0)
     newer_ratio: float = Field(0.85, ge=0, le=1)
+    fresh_window: float = Field(86400, ge=0)
     keep_packages: int = Field(2, ge=0)
     compress_level: int = Field(6, ge=0, le=9)
     compress_threads: int | None = Field(None, ge=1)

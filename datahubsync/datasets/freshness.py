@@ -4,6 +4,11 @@ Build when a dataset has no package yet; after that only when files changed
 since the packaged version and at least ``newer_ratio`` of them did (a new
 trading day's update), or when forced. Never rebuild an unchanged dataset.
 Debouncing (nothing changed for ``debounce`` seconds) is the caller's job.
+
+Files changed within ``fresh_since`` (the existing hub's 24 h window) count
+too: if a package was built in the middle of an update (the hub restarted,
+or the writer paused longer than the debounce), the rest of that update is
+less than ``newer_ratio`` of the files and would otherwise never be packaged.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ def decide(
     packaged_newest_mtime_ns: int | None,
     newer_ratio: float,
     force: bool = False,
+    fresh_since_ns: int | None = None,
 ) -> Decision:
     """Whether the files in ``entries`` deserve a new package."""
     if not entries:
@@ -51,6 +57,11 @@ def decide(
     if force:
         return Decision(True, "forced")
     newer = sum(1 for e in entries if e.mtime_ns > packaged_newest_mtime_ns)
+    if newer and fresh_since_ns is not None:
+        fresh = sum(1 for e in entries if e.mtime_ns > fresh_since_ns)
+        if fresh / len(entries) >= newer_ratio:
+            return Decision(True, f"{newer} files newer, {fresh}/{len(entries)} changed "
+                                  f"in the fresh window ({fresh / len(entries):.0%})")
     share = newer / len(entries)
     if share >= newer_ratio:
         return Decision(True, f"{newer}/{len(entries)} files newer ({share:.0%})")

@@ -34,6 +34,7 @@ class BuildSettings:
     compress_level: int
     compress_threads: int | None
     tz: dt.tzinfo
+    fresh_window: float | None = 86400.0  # seconds; files changed within it count as fresh
 
 
 @dataclass
@@ -97,6 +98,8 @@ class Builder:
             packaged.newest_mtime_ns if packaged else None,
             self.settings.newer_ratio,
             force,
+            fresh_since_ns=(int((self.wall_clock() - self.settings.fresh_window) * 1e9)
+                            if self.settings.fresh_window else None),
         )
         if not decision.build:
             self._pending.pop(name, None)

@@ -41,6 +41,7 @@ def publish(loaded: LoadedConfig, out: Path, force: bool = False) -> PublishResu
         data_root=cfg.data_root, datasets=cfg.datasets, debounce=0,
         newer_ratio=0.0 if force else cfg.newer_ratio, keep_packages=cfg.keep_packages,
         compress_level=cfg.compress_level, compress_threads=cfg.compress_threads, tz=tz,
+        fresh_window=cfg.fresh_window,
     )
     builder = Builder(settings, store, Metrics())
     decisions = builder.run_once(force=force)
