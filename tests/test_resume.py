@@ -182,14 +182,22 @@ def assert_not_installed(env: Env) -> None:
     assert env.name not in env.last_sync()
 
 
-# 1 -----------------------------------------------------------------------------------------
-
-@pytest.mark.parametrize("where", [
+CUT_POINTS = pytest.mark.parametrize("where", [
     pytest.param("late", id="cut-at-65pct"),
     pytest.param("early", id="cut-at-100KB"),
 ])
+
+
+def cut_point(env: Env, where: str) -> int:
+    """Bytes after which the proxy cuts the package: late in it, or at 100 KB."""
+    return int(env.size * 0.65) if where == "late" else 100_000
+
+
+# 1 -----------------------------------------------------------------------------------------
+
+@CUT_POINTS
 def test_cut_mid_package_resumes_within_one_run(env: Env, where: str) -> None:
-    cut_after = int(env.size * 0.65) if where == "late" else 100_000
+    cut_after = cut_point(env, where)
     env.proxy.cut_after, env.proxy.max_cuts = cut_after, 1
 
     _, item = sync(env, retries=3, expect=0)
@@ -208,12 +216,9 @@ def test_cut_mid_package_resumes_within_one_run(env: Env, where: str) -> None:
 
 # 2 -----------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("where", [
-    pytest.param("late", id="cut-at-65pct"),
-    pytest.param("early", id="cut-at-100KB"),
-])
+@CUT_POINTS
 def test_cut_then_resume_in_a_later_run(env: Env, where: str) -> None:
-    cut_after = int(env.size * 0.65) if where == "late" else 100_000
+    cut_after = cut_point(env, where)
     env.proxy.cut_after, env.proxy.max_cuts = cut_after, 1
 
     _, item = sync(env, retries=1, expect=1)

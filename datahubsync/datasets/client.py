@@ -24,7 +24,7 @@ from datahubsync.core.errors import (
     UsageError,
 )
 from datahubsync.core.fsutil import free_bytes
-from datahubsync.core.http import RetryPolicy, get_json, make_session
+from datahubsync.core.http import RetryPolicy, describe_error, get_json, make_session
 from datahubsync.core.locking import hold_lock
 from datahubsync.core.progress import NullProgress, Progress
 from datahubsync.core.timeutil import parse_hub_time, zone
@@ -78,26 +78,13 @@ def hub_catalog(loaded: LoadedConfig, session: requests.Session,
     except requests.HTTPError as exc:
         raise TempFailError(f"hub {url} answered {exc.response.status_code}") from None
     except (requests.RequestException, ConnectionError, TimeoutError) as exc:
-        raise TempFailError(f"hub {url} unreachable: {_short(exc)}") from None
+        raise TempFailError(f"hub {url} unreachable: {describe_error(exc)}") from None
     except ValueError:
         raise TempFailError(f"hub {url} did not answer JSON") from None
     items = document.get("datasets") if isinstance(document, dict) else None
     if not isinstance(items, list):
         raise TempFailError(f"hub {url}: answer has no 'datasets' list")
     return {str(d["name"]): d for d in items if isinstance(d, dict) and "name" in d}
-
-
-def _short(exc: BaseException) -> str:
-    """One readable line: the innermost cause of a requests/urllib3 error chain."""
-    seen: BaseException = exc
-    while True:
-        inner = next((a for a in seen.args if isinstance(a, BaseException)), None)
-        inner = inner or getattr(seen, "reason", None) or seen.__cause__
-        if not isinstance(inner, BaseException) or inner is seen:
-            break
-        seen = inner
-    text = str(seen) if seen is exc else f"{exc.__class__.__name__}: {seen}"
-    return text if len(text) < 300 else text[:300] + "…"
 
 
 def select(loaded: LoadedConfig, names: Sequence[str]) -> list[DatasetConfig]:
@@ -184,7 +171,7 @@ def _sync_one(loaded: LoadedConfig, state: ClientState, session: requests.Sessio
     except DatahubsyncError as exc:
         result.status, result.message = "failed", str(exc)
     except (requests.RequestException, ConnectionError, TimeoutError) as exc:
-        result.status, result.message = "failed", f"{ds.name}: network: {_short(exc)}"
+        result.status, result.message = "failed", f"{ds.name}: network: {describe_error(exc)}"
     except OSError as exc:
         result.status, result.message = "failed", f"{ds.name}: {exc}"
     result.seconds = round(opts.clock() - started, 3)

@@ -24,7 +24,12 @@ import requests
 import urllib3
 
 from datahubsync.core.errors import IntegrityError, NetworkError, TempFailError
-from datahubsync.core.http import RetryPolicy, call_with_retry, raise_for_retryable
+from datahubsync.core.http import (
+    RetryPolicy,
+    call_with_retry,
+    describe_error,
+    raise_for_retryable,
+)
 from datahubsync.core.progress import NullProgress, Progress
 from datahubsync.core.statefile import write_json_atomic
 
@@ -251,14 +256,7 @@ def _arrived(response: requests.Response) -> Iterator[bytes]:
             yield chunk
     except (urllib3.exceptions.ProtocolError, urllib3.exceptions.ReadTimeoutError,
             urllib3.exceptions.DecodeError) as exc:
-        raise requests.ConnectionError(f"connection broken: {_reason(exc)}") from None
-
-
-def _reason(exc: BaseException) -> str:
-    """The innermost cause, readable (not a tuple repr)."""
-    while exc.args and isinstance(exc.args[-1], BaseException):
-        exc = exc.args[-1]
-    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        raise requests.ConnectionError(f"connection broken: {describe_error(exc)}") from None
 
 
 def _announced_total(response: requests.Response) -> int | None:

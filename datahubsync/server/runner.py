@@ -21,7 +21,7 @@ from pathlib import Path
 from aiohttp import web
 
 from datahubsync.core.config import LoadedConfig
-from datahubsync.core.errors import DatahubsyncError, UsageError
+from datahubsync.core.errors import UsageError
 from datahubsync.core.sdnotify import notify
 from datahubsync.core.statefile import write_bytes_atomic
 from datahubsync.server.app import SharedMetrics, create_app
@@ -131,7 +131,7 @@ def run_server(loaded: LoadedConfig, port_file: Path | None = None) -> int:
             code = 70
             try:
                 code = asyncio.run(_serve(loaded, sock, False, [], None))
-            except (DatahubsyncError, Exception):  # noqa: BLE001 - report, then exit
+            except Exception:  # noqa: BLE001 - report, then exit
                 log.exception("worker failed")
             finally:
                 os._exit(code)
