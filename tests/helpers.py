@@ -94,7 +94,9 @@ def http_json(url: str, timeout: float = 10) -> Any:
 class Hub:
     """A real ``datahubsync serve`` subprocess on 127.0.0.1, port chosen by the OS."""
 
-    def __init__(self, tmp: Path, data_root: Path, **serve: Any) -> None:
+    def __init__(self, tmp: Path, data_root: Path, config_extra: dict[str, Any] | None = None,
+                 **serve: Any) -> None:
+        """``serve`` keys go to the serve section; ``config_extra`` adds other sections."""
         self.tmp = tmp
         self.port_file = tmp / "hub.port"
         self.log = tmp / "hub.log"
@@ -102,7 +104,7 @@ class Hub:
                     "debounce": 0, "check_interval": 0.2, "catalog_poll": 0.1}
         settings.update(serve)
         self.config = write_yaml(tmp / "hub.yaml", {"state_dir": str(tmp / "hubstate"),
-                                                    "serve": settings})
+                                                    "serve": settings, **(config_extra or {})})
         self.proc: subprocess.Popen[bytes] | None = None
 
     def start(self, env: dict[str, str] | None = None) -> Hub:

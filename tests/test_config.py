@@ -105,27 +105,45 @@ def test_cli_json_error_document(tmp_path: Path) -> None:
     assert "hub.nope: unknown key" in doc["message"]
 
 
-def _model_keys(model: type, prefix: str = "") -> set[str]:
+def _models_in(annotation: object) -> list[tuple[str, type]]:
+    """(key infix, model) pairs inside an annotation; dict values are keyed by ``*``."""
+    import typing
+
     from pydantic import BaseModel
 
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return [("", annotation)]
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is typing.Annotated:
+        return _models_in(args[0])
+    if origin is dict:
+        return [("*.", model) for _, model in _models_in(args[1])]
+    return [found for arg in args for found in _models_in(arg)]
+
+
+def _model_keys(model: type, prefix: str = "") -> set[str]:
     keys = set()
-    for name, info in model.model_fields.items():
+    for name, info in model.model_fields.items():  # type: ignore[attr-defined]
         path = f"{prefix}{name}"
         keys.add(path)
-        annotation = info.annotation
-        inner = getattr(annotation, "__args__", (annotation,))
-        for candidate in inner:
-            if isinstance(candidate, type) and issubclass(candidate, BaseModel):
-                keys |= _model_keys(candidate, f"{path}.")
+        for infix, inner in _models_in(info.annotation):
+            if infix:
+                keys.add(f"{path}.{infix}".rstrip("."))
+            keys |= _model_keys(inner, f"{path}.{infix}")
     return keys
+
+
+# Mappings whose keys are names chosen by the user (in the example, any name).
+NAMED_KEYS = ("batch.jobs",)
 
 
 def _yaml_keys(node: object, prefix: str = "") -> set[str]:
     keys: set[str] = set()
     if isinstance(node, dict):
         for key, value in node.items():
-            keys.add(f"{prefix}{key}")
-            keys |= _yaml_keys(value, f"{prefix}{key}.")
+            name = "*" if prefix.rstrip(".") in NAMED_KEYS else key
+            keys.add(f"{prefix}{name}")
+            keys |= _yaml_keys(value, f"{prefix}{name}.")
     elif isinstance(node, list):
         for item in node:
             keys |= _yaml_keys(item, prefix)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import click
 
 from datahubsync import __version__
+from datahubsync.cli.batch import batch
 from datahubsync.cli.datasets import datasets
 from datahubsync.cli.doctor import doctor
 from datahubsync.cli.runner import AppContext
@@ -51,6 +52,7 @@ def version() -> None:
 cli.add_command(datasets)
 cli.add_command(serve)
 cli.add_command(doctor)
+cli.add_command(batch)
 
 
 def main() -> None:

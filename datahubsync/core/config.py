@@ -16,7 +16,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -87,6 +87,86 @@ class ServeConfig(_Section):
     shutdown_timeout: float = Field(30, gt=0)
     max_request_bytes: int = Field(1024 * 1024, gt=0)
     catalog_poll: float = Field(1.0, gt=0)
+    api_tokens: list[str] = Field(default_factory=list)  # bearer tokens for the batch API
+
+
+_JOB_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
+
+
+class PgCopySource(_Section):
+    """Where a pg-copy job's rows come from: files per day, or a command per day."""
+
+    glob: str | None = None  # e.g. /data/daily/{date}/*.csv or {date:%Y%m%d}
+    command: list[str] | None = Field(None, min_length=1)  # argv, no shell; CSV on stdout
+    missing: Literal["fail", "skip"] = "fail"  # a trading day without files
+
+    @field_validator("command")
+    @classmethod
+    def _argv(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None and not value[0]:
+            raise ValueError("the program name must not be empty")
+        return value
+
+    def model_post_init(self, _context: Any) -> None:
+        if (self.glob is None) == (self.command is None):
+            raise ValueError("set exactly one of glob or command")
+
+
+class PgCopyJobConfig(_Section):
+    """Load one day's CSV rows into a PostgreSQL table with COPY, replacing that day."""
+
+    kind: Literal["pg-copy"]
+    database_url: str  # postgresql://user@host/db (postgresql+psycopg:// accepted)
+    table: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_$]*(\.[A-Za-z_][A-Za-z0-9_$]*)?$")
+    date_column: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_$]*$")
+    columns: list[str] | None = None  # target columns in CSV order; None = the CSV header
+    header: bool = True
+    delimiter: str = Field(",", min_length=1, max_length=1)
+    encoding: str = "UTF8"
+    source: PgCopySource
+    verify_dates: bool = True  # fail a day whose rows carry another date
+    timeout: float = Field(3600, gt=0)  # seconds per day
+    target: str | None = None  # lock name; None = database + table
+
+
+class CommandJobConfig(_Section):
+    """Run a program once per day (argv template with {date}, no shell)."""
+
+    kind: Literal["command"]
+    command: list[str] = Field(min_length=1)
+    timeout: float = Field(3600, gt=0)
+    env: dict[str, str] = Field(default_factory=dict)
+    target: str | None = None  # lock name; None = the job name
+
+
+BatchJobConfig = Annotated[PgCopyJobConfig | CommandJobConfig, Field(discriminator="kind")]
+
+
+class BatchConfig(_Section):
+    """Date-range jobs (`datahubsync batch`, and the batch API of `serve`)."""
+
+    jobs: dict[str, BatchJobConfig] = Field(default_factory=dict)
+    default_job: str | None = None  # the job the API runs when a request names none
+    calendar: Path | None = None  # trading days, one YYYY-MM-DD per line; None = Mon-Fri
+    lock: Literal["file", "postgres"] = "file"
+    lock_url: str | None = None  # for lock: postgres; None = the job's database_url
+    workers: int = Field(1, ge=1, le=64)  # days loaded at the same time
+    max_days: int = Field(366, ge=1)  # longest range one request may ask for
+    keep_history: int = Field(200, ge=1)  # progress files kept
+
+    @field_validator("jobs")
+    @classmethod
+    def _names(cls, value: dict[str, Any]) -> dict[str, Any]:
+        import re
+
+        for name in value:
+            if not re.match(_JOB_NAME, name):
+                raise ValueError(f"job name {name!r} must match {_JOB_NAME}")
+        return value
+
+    def model_post_init(self, _context: Any) -> None:
+        if self.default_job is not None and self.default_job not in self.jobs:
+            raise ValueError(f"default_job {self.default_job!r} is not one of jobs")
 
 
 class LoggingConfig(_Section):
@@ -107,6 +187,7 @@ class Config(_Section):
     sync: SyncConfig = Field(default_factory=SyncConfig)
     serve: ServeConfig = Field(default_factory=ServeConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
+    batch: BatchConfig = Field(default_factory=BatchConfig)
 
 
 @dataclass(frozen=True)
@@ -213,6 +294,11 @@ def _resolve_paths(config: Config, base: Path) -> Config:
     config.logging.file = fix(config.logging.file)
     config.serve.data_root = fix(config.serve.data_root) or config.serve.data_root
     config.serve.cache_dir = fix(config.serve.cache_dir)
+    config.batch.calendar = fix(config.batch.calendar)
+    for job in config.batch.jobs.values():
+        source = getattr(job, "source", None)
+        if source is not None and source.glob is not None:
+            source.glob = str(fix(Path(source.glob)))
     for dataset in config.datasets:
         dataset.local_dir = fix(dataset.local_dir) or dataset.local_dir
     return config

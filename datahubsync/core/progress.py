@@ -47,19 +47,22 @@ class LogProgress:
 class BarProgress:
     """A rich progress bar, shown on stderr while an item runs."""
 
-    def __init__(self) -> None:
+    def __init__(self, counting: bool = False) -> None:
         from rich.progress import (
             BarColumn,
             DownloadColumn,
+            MofNCompleteColumn,
             TextColumn,
             TimeRemainingColumn,
             TransferSpeedColumn,
         )
         from rich.progress import Progress as RichProgress
 
+        amount: list[Any] = ([MofNCompleteColumn()] if counting
+                             else [DownloadColumn(), TransferSpeedColumn()])
         self._bar: Any = RichProgress(
-            TextColumn("{task.description}"), BarColumn(), DownloadColumn(),
-            TransferSpeedColumn(), TimeRemainingColumn(), transient=True,
+            TextColumn("{task.description}"), BarColumn(), *amount, TimeRemainingColumn(),
+            transient=True,
         )
         self._task: Any = None
 
@@ -87,8 +90,12 @@ class NullProgress:
         pass
 
 
-def make_progress(json_output: bool = False) -> Progress:
-    """A bar when stderr is a terminal and output is for humans, else log lines."""
+def make_progress(json_output: bool = False, counting: bool = False) -> Progress:
+    """A bar when stderr is a terminal and output is for humans, else log lines.
+
+    ``counting``: the bar counts items (days, files) instead of bytes; without a
+    terminal the command's own one-line-per-item log is enough, so nothing more.
+    """
     if not json_output and sys.stderr.isatty():
-        return BarProgress()
-    return LogProgress()
+        return BarProgress(counting)
+    return NullProgress() if counting else LogProgress()

@@ -14,6 +14,7 @@ from typing import Any
 
 from aiohttp import web
 
+from datahubsync.batch import routes as batch_routes
 from datahubsync.core.config import LoadedConfig
 from datahubsync.core.metrics import Metrics
 from datahubsync.core.statefile import write_json_atomic
@@ -163,4 +164,5 @@ def create_app(loaded: LoadedConfig, *, build: bool = True,
     catalog = dataset_routes.Catalog(store, list(cfg.datasets or []), tz)
     dataset_routes.setup(app, catalog, builder, build, cfg.check_interval, cfg.catalog_poll,
                          on_ready)
+    batch_routes.setup(app, loaded)
     return app

@@ -1,0 +1,1 @@
+"""Date-range batch jobs: one unit per day, persisted progress, resume, cancel, history."""
