@@ -28,6 +28,7 @@ from tests.batchkit import (
 )
 from tests.helpers import clean_env, cli_argv, run_cli
 
+
 @pytest.fixture
 def table(pg_url: str, pg_table: str) -> str:
     create_table(pg_url, pg_table)
@@ -290,3 +291,39 @@ def test_bad_job_config_names_the_key(tmp_path: Path) -> None:
                                               "source": {"glob": "a"}}})
     result = run_cli(["batch", "list"], config=config, expect=2)
     assert "batch.jobs.bars" in result.err and "table" in result.err
+
+
+def test_workers_load_several_days_at_once(tmp_path: Path, pg_url: str, table: str) -> None:
+    config = batch_config(tmp_path, {"slow": slow_job(tmp_path, pg_url, table, rows=20,
+                                                      delay=0.02)})
+    doc = run_cli(["--json", "batch", "run", "--job", "slow", "--workers", "3", "--from",
+                   "2025-10-06", "--to", "2025-10-10"], config=config).json()
+    assert doc["status"] == "completed" and doc["workers"] == 3
+    assert day_counts(pg_url, table) == {d: 20 for d in weekdays("2025-10-06", "2025-10-10")}
+    spans = sorted((e["started_at"], e["finished_at"]) for e in doc["days"].values())
+    overlapping = sum(1 for a, b in zip(spans, spans[1:], strict=False) if b[0] < a[1])
+    assert overlapping >= 2  # days ran side by side, not one after another
+
+
+def test_progress_bar_on_a_terminal(tmp_path: Path) -> None:
+    import pty
+
+    config = batch_config(tmp_path, {"noop": {"kind": "command", "command": ["true"]}})
+    controller, terminal = pty.openpty()
+    proc = subprocess.Popen(cli_argv() + ["--config", str(config), "batch", "run", "--from",
+                                          "2025-10-06", "--to", "2025-10-10"],
+                            stdin=terminal, stdout=terminal, stderr=terminal, env=clean_env())
+    os.close(terminal)
+    output = b""
+    while True:
+        try:
+            chunk = os.read(controller, 4096)
+        except OSError:
+            break
+        if not chunk:
+            break
+        output += chunk
+    assert proc.wait(30) == 0
+    text = output.decode(errors="replace")
+    assert "5/5" in text  # rich's M/N column
+    assert "completed" in text

@@ -116,10 +116,46 @@ def _python_codec(pg_encoding: str) -> str:
 
 
 class PgCopyUnit:
-    """Loads one day; see the module docstring."""
+    """Loads one day; see the module docstring.
+
+    Each worker thread keeps its connection from one day to the next (a new
+    backend per day cost 12–25 ms a day, a quarter of a 50 000-row day), but a
+    connection that saw any error is closed and the next day opens a fresh one:
+    the seed's "connection already closed" came from reusing a dead one.
+    """
 
     def __init__(self, name: str, cfg: Any) -> None:
         self.name, self.cfg = name, cfg
+        self._local = threading.local()
+        self._all: list[Any] = []
+        self._guard = threading.Lock()
+
+    def _connection(self) -> Any:
+        import psycopg
+
+        conn = getattr(self._local, "conn", None)
+        if conn is not None and not conn.closed and not conn.broken:
+            return conn
+        conn = psycopg.connect(conninfo(self.cfg.database_url), autocommit=False,
+                               connect_timeout=30,
+                               application_name=f"datahubsync-batch {self.name}"[:63])
+        self._local.conn = conn
+        with self._guard:
+            self._all.append(conn)
+        return conn
+
+    def _discard(self) -> None:
+        conn = getattr(self._local, "conn", None)
+        self._local.conn = None
+        if conn is not None:
+            conn.close()
+
+    def close(self) -> None:
+        """Close every worker's connection (the runner calls this at the end)."""
+        with self._guard:
+            conns, self._all = self._all, []
+        for conn in conns:
+            conn.close()
 
     # -- inputs -------------------------------------------------------------
     def sources(self, day: dt.date, stop: threading.Event) -> list[Source]:
@@ -152,16 +188,19 @@ class PgCopyUnit:
             status = "skipped" if self.cfg.source.missing == "skip" else "failed"
             return DayOutcome(status, str(exc))
         try:
-            with psycopg.connect(conninfo(self.cfg.database_url), autocommit=False,
-                                 connect_timeout=30, application_name=f"datahubsync-batch "
-                                 f"{self.name}"[:63]) as conn:
-                rows = self._load(conn, day, sources, stop)
+            rows = self._load(self._connection(), day, sources, stop)
         except Cancelled:
+            self._discard()  # closing the connection rolls the day back
             return DayOutcome("cancelled", "rolled back")
         except DayFailed as exc:
+            self._discard()
             return DayOutcome("failed", str(exc))
         except psycopg.Error as exc:
+            self._discard()
             return DayOutcome("failed", self._describe(exc))
+        except BaseException:
+            self._discard()
+            raise
         return DayOutcome("success", f"{rows} rows", rows)
 
     def _load(self, conn: Any, day: dt.date, sources: list[Source],

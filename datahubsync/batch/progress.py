@@ -34,7 +34,7 @@ def local_now() -> dt.datetime:
 
 
 def iso(moment: dt.datetime | None) -> str | None:
-    return moment.isoformat(timespec="seconds") if moment else None
+    return moment.isoformat(timespec="milliseconds") if moment else None
 
 
 def _process_start(pid: int) -> str | None:

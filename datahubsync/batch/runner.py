@@ -243,6 +243,9 @@ class BatchService:
                     future.result()
         done_watching.set()
         watcher.join()
+        close = getattr(unit, "close", None)
+        if close is not None:
+            close()
         status, message = self._final(tracker.doc, why.get("reason"))
         tracker.finish(status, message)
         log.info("batch task %s: %s", task_id, message)
