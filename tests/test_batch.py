@@ -327,3 +327,48 @@ def test_progress_bar_on_a_terminal(tmp_path: Path) -> None:
     text = output.decode(errors="replace")
     assert "5/5" in text  # rich's M/N column
     assert "completed" in text
+
+
+def test_column_mapping_encoding_and_wrongly_dated_rows(tmp_path: Path, pg_url: str,
+                                                        table: str) -> None:
+    folder = tmp_path / "csv"
+    folder.mkdir()
+    # No header, columns in another order, GBK bytes (as the production CSVs are).
+    (folder / "2025-10-06.csv").write_bytes("浦发银行;2025-10-06;10.5\r\n平安银行;2025-10-06;11\r\n"
+                                            .encode("gbk"))
+    # A row dated another day would be deleted by the wrong day's re-run: refuse it.
+    (folder / "2025-10-07.csv").write_bytes("招商银行;2025-10-07;1\r\n招商银行;2025-10-08;2\r\n"
+                                            .encode("gbk"))
+    job = glob_job(pg_url, table, folder, header=False, delimiter=";", encoding="GBK",
+                   columns=["code", "trade_date", "close"])
+    config = batch_config(tmp_path, {"bars": job})
+    doc = run_cli(["--json", "batch", "run", "--from", "2025-10-06", "--to", "2025-10-07"],
+                  config=config, expect=1).json()
+    assert doc["days"]["2025-10-06"]["status"] == "success"
+    assert doc["days"]["2025-10-07"]["status"] == "failed"
+    assert "1 of 2 rows are not dated 2025-10-07" in doc["days"]["2025-10-07"]["error"]
+    rows = all_rows(pg_url, table)
+    assert [(r[1], str(r[2])) for r in rows] == [("平安银行", "11"), ("浦发银行", "10.5")]
+
+
+def test_a_failing_source_command_fails_its_day_and_loads_nothing(tmp_path: Path,
+                                                                  pg_url: str,
+                                                                  table: str) -> None:
+    script = ("import sys; d = sys.argv[1]; print('trade_date,code,close'); "
+              "print(f'{{d}},600000,1', flush=True); "  # a literal brace is doubled
+              "sys.exit('upstream export failed') if d.endswith('07') else None")
+    job = {"kind": "pg-copy", "database_url": pg_url, "table": table,
+           "date_column": "trade_date",
+           "source": {"command": [sys.executable, "-c", script, "{date}"]}}
+    config = batch_config(tmp_path, {"bars": job})
+    doc = run_cli(["--json", "batch", "run", "--from", "2025-10-06", "--to", "2025-10-08"],
+                  config=config, expect=1).json()
+    assert doc["days"]["2025-10-07"]["status"] == "failed"
+    assert "exit 1: upstream export failed" in doc["days"]["2025-10-07"]["error"]
+    assert day_counts(pg_url, table) == {"2025-10-06": 1, "2025-10-08": 1}
+
+    job["source"]["command"][2] = "print(f'{d}')"  # a single brace: refused up front
+    config = batch_config(tmp_path, {"bars": job})
+    refused = run_cli(["batch", "run", "--from", "2025-10-06", "--to", "2025-10-08"],
+                      config=config, expect=2)
+    assert "batch.jobs.bars: bad placeholder" in refused.err and "{{" in refused.err

@@ -151,6 +151,23 @@ JOB_KINDS: Mapping[str, JobKind] = MappingProxyType({
 })
 
 
+def check_templates(name: str, cfg: Any) -> None:
+    """Fail at once (ConfigError, exit 2) on a bad placeholder, not on every day.
+
+    A literal brace in an argument is written twice: ``{{`` and ``}}``.
+    """
+    source = getattr(cfg, "source", None)
+    templates = list(getattr(cfg, "command", None) or [])
+    if source is not None:
+        templates += [source.glob] if source.glob else list(source.command or [])
+    for template in templates:
+        try:
+            render(template, dt.date(2000, 1, 1))
+        except ConfigError as exc:
+            raise ConfigError(f"batch.jobs.{name}: {exc}; write a literal brace as {{{{ or "
+                              "}}") from None
+
+
 def kind_of(cfg: Any) -> JobKind:
     try:
         return JOB_KINDS[cfg.kind]

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from datahubsync.batch.calendar import TradingCalendar, days_between, load_calendar
-from datahubsync.batch.jobs import DayUnit, kind_of
+from datahubsync.batch.jobs import DayUnit, check_templates, kind_of
 from datahubsync.batch.locks import file_target_lock, pg_target_lock
 from datahubsync.batch.progress import (
     DONE,
@@ -91,7 +91,8 @@ class BatchService:
     def plan(self, job: str | None, start: dt.date, end: dt.date, workers: int | None = None,
              calendar: Path | None = None) -> Plan:
         """Validate a request; UsageError names the offending field."""
-        name, _ = self.job(job)
+        name, cfg = self.job(job)
+        check_templates(name, cfg)
         if end < start:
             raise UsageError(f"end_date: {end} is before start_date {start}")
         span = (end - start).days + 1
