@@ -94,7 +94,7 @@ class BatchApi:
         argv = self_argv()
         if self.loaded.source is not None:
             argv += ["--config", str(self.loaded.source)]
-        argv += ["batch", "resume", task_id]
+        argv += ["batch", "resume", "--start", task_id]
         log_path = self._log_path(task_id)
         log_path.parent.mkdir(parents=True, exist_ok=True)
         with open(log_path, "ab") as out:

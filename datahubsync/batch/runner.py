@@ -150,11 +150,15 @@ class BatchService:
                               f"{doc.get('host')})")
         if doc["status"] == "completed":
             return doc
-        if workers:
-            doc["workers"] = workers
         name, cfg = self.job(doc["job"])
         kind = kind_of(cfg)
         with self._target_lock(kind.target(name, cfg), cfg, task_id, name):
+            # Read it again under the lock: another process may have run it meanwhile.
+            doc = self.store.load(task_id)
+            if doc["status"] in ("running", "completed"):
+                return doc
+            if workers:
+                doc["workers"] = workers
             return self._execute(doc, kind.build(name, cfg), on_change)
 
     def resume(self, task_id: str, workers: int | None = None,
@@ -164,8 +168,7 @@ class BatchService:
         if doc["status"] == "running":
             raise LockedError(f"task {task_id} is still running (pid {doc.get('pid')} on "
                               f"{doc.get('host')}); nothing to resume")
-        if doc["status"] != "pending":
-            self.store.clear_cancel(task_id)
+        self.store.clear_cancel(task_id)
         return self.run(task_id, workers, on_change)
 
     @contextmanager

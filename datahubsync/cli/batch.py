@@ -95,10 +95,12 @@ def run(app: AppContext, start: str, end: str, job: str | None, workers: int | N
 @batch.command(epilog=BATCH_EXIT_HELP)
 @click.argument("task_id")
 @click.option("--workers", type=click.IntRange(1, 64), help="Days loaded at the same time")
+@click.option("--start", "start_only", is_flag=True, hidden=True,
+              help="Internal (the API): start a task it created, honouring a cancel request")
 @json_option
 @click.pass_obj
 @run_command
-def resume(app: AppContext, task_id: str, workers: int | None) -> int:
+def resume(app: AppContext, task_id: str, workers: int | None, start_only: bool) -> int:
     """Continue TASK_ID with the first day not done (after a crash, kill -9 or cancel).
 
     Days that succeeded or were skipped are not redone; failed, interrupted and
@@ -106,7 +108,8 @@ def resume(app: AppContext, task_id: str, workers: int | None) -> int:
     """
     service = _service(app)
     doc = service.store.load(task_id)
-    doc = _run_with_bar(app, doc, lambda cb: service.resume(task_id, workers, on_change=cb))
+    action = service.run if start_only else service.resume
+    doc = _run_with_bar(app, doc, lambda cb: action(task_id, workers, on_change=cb))
     app.emit(dict(doc, message_type="batch_result"), lambda: _summary(doc))
     return _exit_code(doc)
 
