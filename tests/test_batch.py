@@ -372,3 +372,23 @@ def test_a_failing_source_command_fails_its_day_and_loads_nothing(tmp_path: Path
     refused = run_cli(["batch", "run", "--from", "2025-10-06", "--to", "2025-10-08"],
                       config=config, expect=2)
     assert "batch.jobs.bars: bad placeholder" in refused.err and "{{" in refused.err
+
+
+def test_doctor_checks_each_job_table_and_the_calendar(tmp_path: Path, pg_url: str,
+                                                       table: str) -> None:
+    folder = tmp_path / "csv"
+    calendar = tmp_path / "cal.txt"
+    calendar.write_text("2019-01-02\n")
+    jobs = {"good": glob_job(pg_url, table, folder),
+            "nocol": glob_job(pg_url, table, folder, date_column="tradedate"),
+            "down": glob_job("postgresql://postgres:pw@127.0.0.1:1/test", table, folder)}
+    config = batch_config(tmp_path, jobs, calendar=str(calendar))
+    result = run_cli(["--json", "doctor"], config=config, expect=1).json()
+    checks = {c["name"]: c for c in result["checks"]}
+    assert checks["batch job good"]["ok"] is True
+    assert checks["batch job nocol"]["ok"] is False
+    assert "tradedate" in checks["batch job nocol"]["detail"]
+    assert checks["batch job down"]["ok"] is False
+    assert ":pw@" not in json.dumps(result) and "***" in checks["batch job down"]["detail"]
+    assert checks["batch calendar"]["ok"] is False
+    assert "no trading day in" in checks["batch calendar"]["detail"]

@@ -20,10 +20,12 @@ def doctor(app: AppContext, min_free: int) -> int:
     Exits 0 when every check passes, 1 when any fails, 2 when the config
     itself is invalid.
     """
+    from datahubsync.batch.doctor import batch_checks
     from datahubsync.core.doctor import run_checks
 
     loaded = app.config()
     checks = run_checks(loaded, min_free_bytes=min_free * 1024 * 1024)
+    checks += batch_checks(loaded)
     failed = [c for c in checks if not c.ok]
     app.emit({"message_type": "doctor", "ok": not failed,
               "checks": [c.__dict__ for c in checks]},
