@@ -169,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{rss['psql']:.0f} MiB; progress bookkeeping {per_day * 1000:.1f} ms/day")
     out = ROOT / "bench" / "out"
     out.mkdir(exist_ok=True)
-    (out / "batch.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (out / f"batch-workers{args.workers}.json").write_text(json.dumps(summary, indent=2) + "\n")
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(f"DROP TABLE IF EXISTS {ours_table}")
         conn.execute(f"DROP TABLE IF EXISTS {ref_table}")
