@@ -160,7 +160,7 @@ class Builder:
             signature=signature(entries),
             build_seconds=round(seconds, 3),
         )
-        self.store.commit(temp, record, self.settings.keep_packages)
+        self.store.commit(temp, record, self.settings.keep_packages, built.files)
         log.info("dataset %s: published %s (%d bytes, %.1fs)", name, record.file, built.size,
                  seconds)
         if self.metrics is not None:

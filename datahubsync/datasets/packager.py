@@ -45,12 +45,23 @@ class PackageEntry:
 
 
 @dataclass(frozen=True)
+class FileDigest:
+    """What a manifest says of one packed file (as it was read, not as scanned)."""
+
+    path: str
+    size: int
+    mtime_ns: int
+    sha256: str
+
+
+@dataclass(frozen=True)
 class BuiltPackage:
     path: Path
     size: int  # bytes of the zip
     sha256: str  # hex of the whole zip, computed while writing (no second read)
     file_count: int
     total_size: int  # sum of uncompressed sizes actually written
+    files: tuple[FileDigest, ...] = ()  # per member, in archive order
 
 
 @dataclass(frozen=True)
@@ -63,6 +74,7 @@ class _Member:
     usize: int
     mtime_ns: int
     spool: tempfile.SpooledTemporaryFile[bytes]
+    sha256: str = ""
 
 
 def scan_dataset(root: Path) -> list[PackageEntry]:
@@ -102,8 +114,10 @@ def _compress(path: Path, level: int) -> _Member | None:
             comp = zlib.compressobj(level, zlib.DEFLATED, -15)
             crc = usize = 0
             first = b""
+            digest = hashlib.sha256()  # for the manifest; ~1.7 GB/s, beside deflate's 46 MB/s
             while chunk := f.read(_CHUNK):
                 first = first or chunk
+                digest.update(chunk)
                 crc = zlib.crc32(chunk, crc)
                 usize += len(chunk)
                 spool.write(comp.compress(chunk))
@@ -118,7 +132,7 @@ def _compress(path: Path, level: int) -> _Member | None:
     except BaseException:
         spool.close()
         raise
-    return _Member(method, crc, csize, usize, mtime_ns, spool)
+    return _Member(method, crc, csize, usize, mtime_ns, spool, digest.hexdigest())
 
 
 def _dos_datetime(mtime_ns: int) -> tuple[int, int]:
@@ -216,6 +230,7 @@ def build_zip(root: Path, entries: Sequence[PackageEntry], dest: Path, *, level:
     pending: deque[tuple[PackageEntry, Future[_Member | None]]] = deque()
     todo: Iterator[PackageEntry] = iter(entries)
     records: list[bytes] = []
+    digests: list[FileDigest] = []
     total = 0
     try:
         with ThreadPoolExecutor(workers, thread_name_prefix="dhs-zip") as pool, \
@@ -238,6 +253,8 @@ def build_zip(root: Path, entries: Sequence[PackageEntry], dest: Path, *, level:
                     with member.spool:
                         records.append(_write_member(out, entry.relpath, member, _force_zip64))
                     total += member.usize
+                    digests.append(FileDigest(entry.relpath, member.usize, member.mtime_ns,
+                                              member.sha256))
             finally:  # on error: stop queued work, release spools of finished work
                 for _, fut in pending:
                     if not fut.cancel():
@@ -251,4 +268,5 @@ def build_zip(root: Path, entries: Sequence[PackageEntry], dest: Path, *, level:
         with suppress(OSError):
             dest.unlink()
         raise
-    return BuiltPackage(dest, out.pos, out.sha.hexdigest(), len(records), total)
+    return BuiltPackage(dest, out.pos, out.sha.hexdigest(), len(records), total,
+                        tuple(digests))

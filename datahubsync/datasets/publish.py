@@ -1,7 +1,7 @@
 """``datasets publish``: a static tree that nginx, object storage or a CDN can serve.
 
 It holds the same paths a hub serves (``health``, ``api/datasets``,
-``package/<name>.zip``), so ``datasets sync`` works against it unchanged.
+``package/<name>.zip``, ``manifest/<name>.json``), so ``datasets sync`` works against it unchanged.
 Packages are built into ``.store/`` and hard-linked into ``package/`` with a
 rename, and the catalog is written last: a reader never sees a catalog that
 names a package not yet in place.
@@ -31,6 +31,15 @@ class PublishResult:
     built: dict[str, str]
 
 
+def _link_into(source: Path, target: Path) -> None:
+    """Hard-link ``source`` to ``target`` atomically (a reader sees old or new, whole)."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    link = target.with_name(f".{target.name}.tmp")
+    link.unlink(missing_ok=True)
+    os.link(source, link)
+    os.replace(link, target)
+
+
 def publish(loaded: LoadedConfig, out: Path, force: bool = False) -> PublishResult:
     """Build what needs building from ``serve.data_root`` and write the static tree."""
     cfg = loaded.config.serve
@@ -49,10 +58,9 @@ def publish(loaded: LoadedConfig, out: Path, force: bool = False) -> PublishResu
     package_dir = out / "package"
     package_dir.mkdir(parents=True, exist_ok=True)
     for name, item in published.items():
-        link = package_dir / f".{name}.zip.tmp"
-        link.unlink(missing_ok=True)
-        os.link(item.path, link)
-        os.replace(link, package_dir / f"{name}.zip")
+        _link_into(item.path, package_dir / f"{name}.zip")
+        if item.manifest is not None:
+            _link_into(item.manifest, out / "manifest" / f"{name}.json")
     document = datasets_document(builder.dataset_names(), published, tz)
     for entry in document["datasets"]:
         entry["etag"] = None  # a static server sends its own validator

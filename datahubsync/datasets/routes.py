@@ -87,6 +87,20 @@ async def package(request: web.Request) -> web.StreamResponse:
     return PackageFileResponse(published.path, published.etag)
 
 
+async def manifest(request: web.Request) -> web.StreamResponse:
+    """``/manifest/{dataset}.json``: the per-file digests of the package being served."""
+    filename = request.match_info["filename"]
+    catalog = request.app[CATALOG]
+    name = filename[:-5] if filename.endswith(".json") else None
+    published = catalog.published.get(name) if name else None
+    if published is None and name in catalog.names:
+        await asyncio.to_thread(catalog.refresh)
+        published = catalog.published.get(name)
+    if published is None or published.manifest is None:
+        return web.json_response({"error": "Manifest not found"}, status=404)
+    return web.FileResponse(published.manifest, headers={"Content-Type": "application/json"})
+
+
 def setup(app: web.Application, catalog: Catalog, builder: Builder, build: bool,
           check_interval: float, poll: float, on_first_scan: Any = None) -> None:
     """Mount the routes; run the builder (when this process builds) and the catalog poll.
@@ -98,6 +112,7 @@ def setup(app: web.Application, catalog: Catalog, builder: Builder, build: bool,
     app[BUILDER] = builder
     app.router.add_get("/api/datasets", api_datasets)
     app.router.add_get("/package/{filename}", package)
+    app.router.add_get("/manifest/{filename}", manifest)
 
     async def background(app: web.Application) -> Any:
         tasks = [asyncio.create_task(_poll_catalog(catalog, builder, poll))]

@@ -15,11 +15,12 @@ def dataset_entry(name: str, published: Published | None) -> dict[str, Any]:
     if published is None:
         return {"name": name, "last_updated": None, "file_count": 0, "total_size": 0,
                 "package_ready": False, "package_size": 0, "sha256": None, "etag": None,
-                "version": None}
+                "version": None, "manifest": None}
     r = published.record
     return {"name": name, "last_updated": r.last_updated, "file_count": r.file_count,
             "total_size": r.total_size, "package_ready": True, "package_size": r.size,
-            "sha256": r.sha256, "etag": published.etag, "version": r.version}
+            "sha256": r.sha256, "etag": published.etag, "version": r.version,
+            "manifest": f"manifest/{name}.json" if published.manifest else None}
 
 
 def datasets_document(names: Iterable[str], published: Mapping[str, Published],

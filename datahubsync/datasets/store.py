@@ -12,14 +12,29 @@ import dataclasses
 import json
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from datahubsync.core.statefile import write_json_atomic
+from datahubsync.datasets.packager import FileDigest
 
 log = logging.getLogger(__name__)
 SIDECAR = ".zip.json"
+MANIFEST = ".manifest.json"
+MANIFEST_FORMAT = 1
+
+
+def manifest_document(record: PackageRecord, files: Sequence[FileDigest]) -> dict[str, Any]:
+    """Per file of a version: path, size, mtime and sha256 (what delta sync checks against)."""
+    return {
+        "format": MANIFEST_FORMAT, "dataset": record.dataset, "version": record.version,
+        "last_updated": record.last_updated, "file_count": len(files),
+        "total_size": sum(f.size for f in files),
+        "files": [{"path": f.path, "size": f.size, "mtime_ns": f.mtime_ns, "sha256": f.sha256}
+                  for f in files],
+    }
 
 
 @dataclass(frozen=True)
@@ -55,6 +70,7 @@ class Published:
     record: PackageRecord
     path: Path
     etag: str  # same form aiohttp's FileResponse sends: mtime_ns-size, hex
+    manifest: Path | None = None  # per-file sizes and digests (packages built since 0.2)
 
 
 def file_etag(st: os.stat_result) -> str:
@@ -99,16 +115,37 @@ class PackageStore:
                 st = path.stat()
             except FileNotFoundError:
                 continue
-            newest[record.dataset] = Published(record, path, file_etag(st))
+            manifest = self.manifest_path(record.dataset, record.version)
+            newest[record.dataset] = Published(record, path, file_etag(st),
+                                               manifest if manifest.exists() else None)
         return newest
+
+    def manifest_path(self, dataset: str, version: str) -> Path:
+        return self.cache_dir / f"{dataset}_{version}{MANIFEST}"
+
+    def read_manifest(self, dataset: str, version: str) -> dict[str, Any] | None:
+        """A version's manifest, or None when it has none (built before manifests)."""
+        try:
+            data = json.loads(self.manifest_path(dataset, version).read_text("utf-8"))
+        except (OSError, ValueError):
+            return None
+        return data if isinstance(data, dict) else None
 
     def temp_path(self, dataset: str, version: str) -> Path:
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         return self.cache_dir / f".{dataset}_{version}.zip.{os.getpid()}.tmp"
 
-    def commit(self, temp_zip: Path, record: PackageRecord, keep: int) -> Path:
-        """Publish a finished package: rename the zip into place, then write its sidecar."""
+    def commit(self, temp_zip: Path, record: PackageRecord, keep: int,
+               files: Sequence[FileDigest] = ()) -> Path:
+        """Publish a finished package: zip and manifest into place, then the sidecar.
+
+        The sidecar is what publishes, so a published package always has its
+        manifest (when ``files`` were given).
+        """
         final = self.cache_dir / record.file
+        if files:
+            write_json_atomic(self.manifest_path(record.dataset, record.version),
+                              manifest_document(record, files))
         os.replace(temp_zip, final)
         write_json_atomic(final.with_name(final.name[: -len(".zip")] + SIDECAR), record.to_json())
         self.prune(record.dataset, keep)
@@ -118,7 +155,8 @@ class PackageStore:
         """Keep the current package and ``keep`` older ones; delete the rest."""
         for old in self.records(dataset)[1 + keep :]:
             zip_path = self.cache_dir / old.file
-            for path in (zip_path.with_name(zip_path.name[: -len(".zip")] + SIDECAR), zip_path):
+            for path in (zip_path.with_name(zip_path.name[: -len(".zip")] + SIDECAR), zip_path,
+                         self.manifest_path(old.dataset, old.version)):
                 try:
                     path.unlink()
                 except FileNotFoundError:
