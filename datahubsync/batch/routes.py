@@ -177,7 +177,7 @@ def _last_error(log_path: Path) -> str:
 def setup(app: web.Application, loaded: LoadedConfig) -> BatchApi:
     """Mount the batch routes; without ``serve.api_tokens`` they answer 401 to everyone."""
     api = BatchApi(loaded, BatchService(loaded), list(loaded.config.serve.api_tokens))
-    if not api.tokens:
+    if not api.tokens and loaded.config.batch.jobs:
         log.warning("serve.api_tokens is empty: the batch API refuses every request")
     app.router.add_post(PREFIX, api.start)
     app.router.add_get(PREFIX, api.history)

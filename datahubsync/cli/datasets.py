@@ -50,13 +50,21 @@ def sync(app: AppContext, names: tuple[str, ...], force: bool, dry_run: bool,
 
 def _sync_line(r: Any) -> str:
     detail = {
-        "installed": f"installed {r.remote_last_updated} ({r.bytes_downloaded} bytes "
-                     f"downloaded{', resumed' if r.resumed_from else ''}, {r.seconds:.1f}s)",
+        "installed": f"installed {r.remote_last_updated} ({r.method}: {r.bytes_downloaded} "
+                     f"bytes downloaded{', resumed' if r.resumed_from else ''}, "
+                     f"{r.seconds:.1f}s{_delta_counts(r)})",
         "up_to_date": f"up to date ({r.local_last_updated})",
         "would_install": f"would install {r.remote_last_updated} ({r.package_size} bytes)",
         "skipped": f"skipped: {r.message}",
     }.get(r.status, f"FAILED: {r.message}")
     return f"{r.name}: {detail}"
+
+
+def _delta_counts(r: Any) -> str:
+    if r.method != "delta":
+        return f"; delta not used: {r.delta_fallback}" if r.delta_fallback else ""
+    return (f"; {r.files_added} added, {r.files_changed} changed, {r.files_appended} appended, "
+            f"{r.files_deleted} deleted")
 
 
 @datasets.command("list", epilog=EXIT_STATUS_HELP)

@@ -65,6 +65,9 @@ class SyncConfig(_Section):
     max_ratio: float = Field(200.0, gt=1)
     fsync: bool = True
     lock_wait: float = Field(0, ge=0)
+    delta: bool = True  # use the hub's deltas when it offers one from the installed version
+    delta_max_share: float = Field(0.5, gt=0, le=1)  # else download the full package
+    on_local_change: Literal["repair", "refuse"] = "repair"  # hand-edited local files
 
 
 class ServeConfig(_Section):
@@ -80,6 +83,8 @@ class ServeConfig(_Section):
     newer_ratio: float = Field(0.85, ge=0, le=1)
     fresh_window: float = Field(86400, ge=0)
     keep_packages: int = Field(2, ge=0)
+    keep_deltas: int = Field(2, ge=0)  # deltas from this many previous versions (0 = none)
+    max_delta_share: float = Field(0.5, gt=0, le=1)  # drop a delta larger than this share
     compress_level: int = Field(6, ge=0, le=9)
     compress_threads: int | None = Field(None, ge=1)
     workers: int | None = Field(None, ge=1)  # None: one per core

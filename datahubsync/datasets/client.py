@@ -49,6 +49,12 @@ class DatasetResult:
     package_size: int | None = None
     seconds: float = 0.0
     message: str = ""
+    method: str | None = None  # full | delta (for installs)
+    files_added: int = 0
+    files_changed: int = 0
+    files_appended: int = 0
+    files_deleted: int = 0
+    delta_fallback: str = ""  # why a delta was not used, when one was offered
 
     @property
     def failed(self) -> bool:
@@ -186,6 +192,59 @@ def _download_and_install(loaded: LoadedConfig, state: ClientState, session: req
                           entry: dict[str, Any], ds: DatasetConfig, opts: SyncOptions,
                           policy: RetryPolicy, deadline: float | None,
                           result: DatasetResult) -> None:
+    """A delta when the hub offers one from our version and it applies cleanly, else full."""
+    delta = _usable_delta(loaded, state, entry, ds, opts)
+    if delta is not None:
+        from datahubsync.datasets.delta_apply import LocalChanged
+        from datahubsync.datasets.delta_client import install_delta
+
+        try:
+            install_delta(loaded, state, session, entry, delta, ds, opts.progress, policy,
+                          deadline, opts.clock, result)
+            return
+        except LocalChanged as exc:
+            if loaded.config.sync.on_local_change == "refuse":
+                raise DatahubsyncError(f"{ds.name}: {exc}; not repaired (sync.on_local_change:"
+                                       " refuse)") from None
+            result.delta_fallback = str(exc)
+            log.warning("%s: %s; repairing from the full package", ds.name, exc)
+        except PackageChanged:
+            raise
+        except (DatahubsyncError, requests.RequestException, OSError, ValueError,
+                KeyError, TypeError) as exc:
+            result.delta_fallback = f"{type(exc).__name__}: {exc}"
+            log.warning("%s: delta not applied (%s); downloading the full package", ds.name,
+                        result.delta_fallback)
+    _install_full(loaded, state, session, entry, ds, opts, policy, deadline, result)
+
+
+def _usable_delta(loaded: LoadedConfig, state: ClientState, entry: dict[str, Any],
+                  ds: DatasetConfig, opts: SyncOptions) -> dict[str, Any] | None:
+    """The hub's delta from the version installed here, if it is worth using."""
+    sync_cfg = loaded.config.sync
+    if not sync_cfg.delta or opts.force or ds.mode != "swap" or not ds.local_dir.is_dir():
+        return None
+    current = state.record(ds.name).current
+    deltas = entry.get("deltas")
+    if current is None or not current.version or not isinstance(deltas, list):
+        return None
+    if not entry.get("manifest"):
+        return None
+    for delta in deltas:
+        if isinstance(delta, dict) and delta.get("from") == current.version:
+            size, full = delta.get("size"), entry.get("package_size")
+            if isinstance(size, int) and isinstance(full, int) and full > 0 \
+                    and size > sync_cfg.delta_max_share * full:
+                log.info("%s: the delta (%d bytes) is over %.0f%% of the package; full "
+                         "download", ds.name, size, sync_cfg.delta_max_share * 100)
+                return None
+            return delta
+    return None
+
+
+def _install_full(loaded: LoadedConfig, state: ClientState, session: requests.Session,
+                  entry: dict[str, Any], ds: DatasetConfig, opts: SyncOptions,
+                  policy: RetryPolicy, deadline: float | None, result: DatasetResult) -> None:
     hub = loaded.config.hub
     size = entry.get("package_size")
     size = int(size) if isinstance(size, int) and size > 0 else None
@@ -218,7 +277,7 @@ def _download_and_install(loaded: LoadedConfig, state: ClientState, session: req
         discard_part(part)  # a bad archive will not get better by keeping it
         raise
     discard_part(part)
-    result.status = "installed"
+    result.status, result.method = "installed", "full"
 
 
 def _check_space(part: Any, ds: DatasetConfig, package_size: int | None,

@@ -8,18 +8,22 @@ so the debounce logic is testable without sleeping.
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import logging
 import os
 import time
+import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from datahubsync.core.metrics import Metrics
 from datahubsync.core.timeutil import format_hub_time, from_timestamp_ns, parse_hub_time
+from datahubsync.datasets.delta import DeltaRecord, build_delta, delta_file_name, temp_name
 from datahubsync.datasets.freshness import Decision, decide, signature
 from datahubsync.datasets.packager import build_zip, scan_dataset
-from datahubsync.datasets.store import PackageRecord, PackageStore
+from datahubsync.datasets.store import PackageRecord, PackageStore, manifest_document
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +39,8 @@ class BuildSettings:
     compress_threads: int | None
     tz: dt.tzinfo
     fresh_window: float | None = 86400.0  # seconds; files changed within it count as fresh
+    keep_deltas: int = 2  # deltas built from this many previous versions
+    max_delta_share: float = 0.5  # a delta larger than this share of the package is dropped
 
 
 @dataclass
@@ -160,6 +166,7 @@ class Builder:
             signature=signature(entries),
             build_seconds=round(seconds, 3),
         )
+        self._build_deltas(temp, record, manifest_document(record, built.files))
         self.store.commit(temp, record, self.settings.keep_packages, built.files)
         log.info("dataset %s: published %s (%d bytes, %.1fs)", name, record.file, built.size,
                  seconds)
@@ -167,3 +174,46 @@ class Builder:
             self.metrics.inc("datahubsync_packages_built_total", dataset=name)
             self.metrics.inc("datahubsync_package_build_seconds_total", seconds, dataset=name)
             self.metrics.set("datahubsync_package_last_build_seconds", seconds, dataset=name)
+
+    def _build_deltas(self, package: Path, record: PackageRecord,
+                      manifest: dict[str, Any]) -> None:
+        """Deltas from the kept versions to ``record``, before it is published.
+
+        They are in place when the new version appears in the catalog, so no
+        client downloads the whole package for want of a delta. Any failure
+        only costs the saving: the full package is always there.
+        """
+        if self.settings.keep_deltas <= 0:
+            return
+        for old in self.store.records(record.dataset)[: self.settings.keep_deltas]:
+            previous = self.store.read_manifest(old.dataset, old.version)
+            if previous is None:
+                continue
+            name = delta_file_name(record.dataset, old.version, record.version)
+            temp = temp_name(self.store.cache_dir / name)
+            work = self.store.cache_dir / f".delta-work-{os.getpid()}"
+            try:
+                plan, size, payload = build_delta(package, previous, manifest, temp, work,
+                                                  self.settings.compress_level,
+                                                  self.settings.compress_threads)
+            except (OSError, KeyError, ValueError, zipfile.BadZipFile) as exc:
+                log.warning("dataset %s: no delta from %s: %s", record.dataset, old.version,
+                            exc)
+                temp.unlink(missing_ok=True)
+                continue
+            if size > self.settings.max_delta_share * record.size:
+                log.info("dataset %s: delta from %s is %d bytes, over %.0f%% of the package; "
+                         "not published", record.dataset, old.version, size,
+                         self.settings.max_delta_share * 100)
+                temp.unlink(missing_ok=True)
+                continue
+            digest = hashlib.sha256()
+            with open(temp, "rb") as fh:
+                while chunk := fh.read(1 << 20):
+                    digest.update(chunk)
+            self.store.commit_delta(temp, DeltaRecord(
+                record.dataset, old.version, record.version, name, size, digest.hexdigest(),
+                len(plan.whole), len(plan.appended), len(plan.deleted), payload))
+            log.info("dataset %s: delta %s -> %s: %d bytes (%d whole, %d appended, %d "
+                     "deleted)", record.dataset, old.version, record.version, size,
+                     len(plan.whole), len(plan.appended), len(plan.deleted))

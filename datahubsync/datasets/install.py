@@ -42,7 +42,8 @@ class InstallRequest:
     fsync: bool = True
 
 
-def _sibling(local_dir: Path, tag: str) -> Path:
+def sibling(local_dir: Path, tag: str) -> Path:
+    """A hidden directory beside ``local_dir`` (same filesystem: renames, hard links)."""
     stamp = dt.datetime.now().strftime("%Y%m%d%H%M%S%f")
     return local_dir.parent / f".{local_dir.name}.dhs-{tag}-{stamp}"
 
@@ -55,23 +56,40 @@ def _files_under(root: Path) -> list[str]:
     return sorted(found)
 
 
+def remove_leftovers(name: str, local_dir: Path, tag: str) -> None:
+    """Remove ``tag`` siblings an interrupted run left (no journal names them: recover ran
+    first, under the lock)."""
+    for leftover in local_dir.parent.glob(f".{local_dir.name}.dhs-{tag}-*"):
+        log.info("%s: removing %s left by an interrupted install", name, leftover)
+        remove_tree(leftover)
+
+
 def install(state: ClientState, req: InstallRequest,
             progress: Callable[[int], None] | None = None) -> None:
     """Extract ``req.package`` and put it in place atomically; then record it."""
+    install_tree(state, req,
+                 lambda staging: extract_safe(req.package, staging, req.limits,
+                                              progress=progress))
+
+
+def install_tree(state: ClientState, req: InstallRequest, fill: Callable[[Path], object]) -> None:
+    """Let ``fill`` build the new tree in a sibling directory, then swap it in (journalled).
+
+    A full install extracts the package there; a delta install builds it from
+    the installed tree plus the delta.
+    """
     req.local_dir.parent.mkdir(parents=True, exist_ok=True)
-    for leftover in req.local_dir.parent.glob(f".{req.local_dir.name}.dhs-new-*"):
-        log.info("%s: removing %s left by an interrupted extraction", req.name, leftover)
-        remove_tree(leftover)  # no journal names it (recover ran first, under the lock)
-    staging = _sibling(req.local_dir, "new")
+    remove_leftovers(req.name, req.local_dir, "new")
+    staging = sibling(req.local_dir, "new")
     staging.mkdir()
     try:
-        extract_safe(req.package, staging, req.limits, progress=progress)
+        fill(staging)
         if req.fsync:
             sync_filesystem(staging)
     except BaseException:
         remove_tree(staging)
         raise
-    backup = _sibling(req.local_dir, "prev")
+    backup = sibling(req.local_dir, "prev")
     journal = {
         "mode": req.mode,
         "local_dir": str(req.local_dir),
@@ -190,7 +208,7 @@ def rollback(state: ClientState, name: str, local_dir: Path, mode: str) -> Insta
         "mode": "rollback",
         "local_dir": str(local_dir),
         "kept": str(kept),
-        "aside": str(_sibling(local_dir, "prev")),
+        "aside": str(sibling(local_dir, "prev")),
         "target_inode": kept.stat().st_ino,
         "target": target.__dict__,
         "rolled_from": record.current.__dict__,

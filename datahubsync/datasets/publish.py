@@ -1,7 +1,9 @@
 """``datasets publish``: a static tree that nginx, object storage or a CDN can serve.
 
 It holds the same paths a hub serves (``health``, ``api/datasets``,
-``package/<name>.zip``, ``manifest/<name>.json``), so ``datasets sync`` works against it unchanged.
+``package/<name>.zip``, ``manifest/<name>.json``,
+``delta/<name>/<from>-<to>.zip``), so ``datasets sync`` works against it
+unchanged.
 Packages are built into ``.store/`` and hard-linked into ``package/`` with a
 rename, and the catalog is written last: a reader never sees a catalog that
 names a package not yet in place.
@@ -20,7 +22,7 @@ from datahubsync.core.metrics import Metrics
 from datahubsync.core.statefile import write_bytes_atomic, write_json_atomic
 from datahubsync.core.timeutil import zone
 from datahubsync.datasets.hub import Builder, BuildSettings
-from datahubsync.datasets.routes_doc import datasets_document
+from datahubsync.datasets.routes_doc import datasets_document, delta_path
 from datahubsync.datasets.store import PackageStore
 
 
@@ -50,7 +52,8 @@ def publish(loaded: LoadedConfig, out: Path, force: bool = False) -> PublishResu
         data_root=cfg.data_root, datasets=cfg.datasets, debounce=0,
         newer_ratio=0.0 if force else cfg.newer_ratio, keep_packages=cfg.keep_packages,
         compress_level=cfg.compress_level, compress_threads=cfg.compress_threads, tz=tz,
-        fresh_window=cfg.fresh_window,
+        fresh_window=cfg.fresh_window, keep_deltas=cfg.keep_deltas,
+        max_delta_share=cfg.max_delta_share,
     )
     builder = Builder(settings, store, Metrics())
     decisions = builder.run_once(force=force)
@@ -61,6 +64,14 @@ def publish(loaded: LoadedConfig, out: Path, force: bool = False) -> PublishResu
         _link_into(item.path, package_dir / f"{name}.zip")
         if item.manifest is not None:
             _link_into(item.manifest, out / "manifest" / f"{name}.json")
+        wanted = set()
+        for delta in item.deltas:
+            target = out / delta_path(name, delta)
+            _link_into(store.cache_dir / delta.file, target)
+            wanted.add(target.name)
+        for stale in (out / "delta" / name).glob("*.zip"):
+            if stale.name not in wanted:
+                stale.unlink()
     document = datasets_document(builder.dataset_names(), published, tz)
     for entry in document["datasets"]:
         entry["etag"] = None  # a static server sends its own validator

@@ -20,7 +20,7 @@ from aiohttp import hdrs, web
 
 from datahubsync.datasets.hub import Builder
 from datahubsync.datasets.routes_doc import datasets_document
-from datahubsync.datasets.store import PackageStore, Published
+from datahubsync.datasets.store import PackageStore, Published, file_etag
 
 log = logging.getLogger(__name__)
 _HTTP_DATE = re.compile(r"^[A-Za-z]{3},")
@@ -101,6 +101,26 @@ async def manifest(request: web.Request) -> web.StreamResponse:
     return web.FileResponse(published.manifest, headers={"Content-Type": "application/json"})
 
 
+async def delta(request: web.Request) -> web.StreamResponse:
+    """``/delta/{dataset}/{from}-{to}.zip``: a delta to the version being served."""
+    catalog = request.app[CATALOG]
+    name, filename = request.match_info["dataset"], request.match_info["filename"]
+    published = catalog.published.get(name)
+    if published is None and name in catalog.names:
+        await asyncio.to_thread(catalog.refresh)
+        published = catalog.published.get(name)
+    wanted = f"{name}_{filename[:-4]}.delta.zip" if filename.endswith(".zip") else None
+    for item in published.deltas if published else ():
+        if item.file == wanted:
+            path = catalog.store.cache_dir / item.file
+            try:
+                st = await asyncio.to_thread(path.stat)
+            except FileNotFoundError:
+                break  # pruned since the last poll
+            return PackageFileResponse(path, file_etag(st))
+    return web.json_response({"error": "Delta not found"}, status=404)
+
+
 def setup(app: web.Application, catalog: Catalog, builder: Builder, build: bool,
           check_interval: float, poll: float, on_first_scan: Any = None) -> None:
     """Mount the routes; run the builder (when this process builds) and the catalog poll.
@@ -113,6 +133,7 @@ def setup(app: web.Application, catalog: Catalog, builder: Builder, build: bool,
     app.router.add_get("/api/datasets", api_datasets)
     app.router.add_get("/package/{filename}", package)
     app.router.add_get("/manifest/{filename}", manifest)
+    app.router.add_get("/delta/{dataset}/{filename}", delta)
 
     async def background(app: web.Application) -> Any:
         tasks = [asyncio.create_task(_poll_catalog(catalog, builder, poll))]

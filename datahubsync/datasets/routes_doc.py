@@ -7,6 +7,7 @@ from collections.abc import Iterable, Mapping
 from typing import Any
 
 from datahubsync.core.timeutil import format_hub_time
+from datahubsync.datasets.delta import DeltaRecord
 from datahubsync.datasets.store import Published
 
 
@@ -15,12 +16,19 @@ def dataset_entry(name: str, published: Published | None) -> dict[str, Any]:
     if published is None:
         return {"name": name, "last_updated": None, "file_count": 0, "total_size": 0,
                 "package_ready": False, "package_size": 0, "sha256": None, "etag": None,
-                "version": None, "manifest": None}
+                "version": None, "manifest": None, "deltas": []}
     r = published.record
     return {"name": name, "last_updated": r.last_updated, "file_count": r.file_count,
             "total_size": r.total_size, "package_ready": True, "package_size": r.size,
             "sha256": r.sha256, "etag": published.etag, "version": r.version,
-            "manifest": f"manifest/{name}.json" if published.manifest else None}
+            "manifest": f"manifest/{name}.json" if published.manifest else None,
+            "deltas": [{"from": d.from_version, "path": delta_path(name, d),
+                        "size": d.size, "sha256": d.sha256} for d in published.deltas]}
+
+
+def delta_path(name: str, delta: DeltaRecord) -> str:
+    """Where a delta is served, relative to the hub URL (same in a static tree)."""
+    return f"delta/{name}/{delta.from_version}-{delta.to_version}.zip"
 
 
 def datasets_document(names: Iterable[str], published: Mapping[str, Published],

@@ -18,11 +18,13 @@ from pathlib import Path
 from typing import Any
 
 from datahubsync.core.statefile import write_json_atomic
+from datahubsync.datasets.delta import DeltaRecord
 from datahubsync.datasets.packager import FileDigest
 
 log = logging.getLogger(__name__)
 SIDECAR = ".zip.json"
 MANIFEST = ".manifest.json"
+DELTA_SIDECAR = ".delta.json"
 MANIFEST_FORMAT = 1
 
 
@@ -71,6 +73,7 @@ class Published:
     path: Path
     etag: str  # same form aiohttp's FileResponse sends: mtime_ns-size, hex
     manifest: Path | None = None  # per-file sizes and digests (packages built since 0.2)
+    deltas: tuple[DeltaRecord, ...] = ()  # from older versions to this one
 
 
 def file_etag(st: os.stat_result) -> str:
@@ -116,9 +119,40 @@ class PackageStore:
             except FileNotFoundError:
                 continue
             manifest = self.manifest_path(record.dataset, record.version)
-            newest[record.dataset] = Published(record, path, file_etag(st),
-                                               manifest if manifest.exists() else None)
+            newest[record.dataset] = Published(
+                record, path, file_etag(st), manifest if manifest.exists() else None,
+                tuple(d for d in self.deltas(record.dataset, record.version)
+                      if (self.cache_dir / d.file).exists()))
         return newest
+
+    def deltas(self, dataset: str, to_version: str | None = None) -> list[DeltaRecord]:
+        """Published deltas of a dataset (to one version), newest source first."""
+        found = []
+        for path in self.cache_dir.glob(f"{dataset}_*{DELTA_SIDECAR}"):
+            try:
+                delta = DeltaRecord.from_json(json.loads(path.read_text("utf-8")))
+            except (OSError, ValueError, TypeError):
+                continue
+            if delta.dataset == dataset and to_version in (None, delta.to_version):
+                found.append(delta)
+        return sorted(found, key=lambda d: d.from_version, reverse=True)
+
+    def commit_delta(self, temp_zip: Path, delta: DeltaRecord) -> None:
+        """Publish a delta: the zip into place, then its sidecar."""
+        final = self.cache_dir / delta.file
+        os.replace(temp_zip, final)
+        write_json_atomic(final.with_name(final.name[: -len(".zip")] + ".json"),
+                          delta.to_json())
+
+    def prune_deltas(self, dataset: str, current_version: str) -> None:
+        """Deltas lead to the current version only; the others are useless now."""
+        for delta in self.deltas(dataset):
+            if delta.to_version == current_version:
+                continue
+            zip_path = self.cache_dir / delta.file
+            for path in (zip_path.with_name(zip_path.name[: -len(".zip")] + ".json"),
+                         zip_path):
+                path.unlink(missing_ok=True)
 
     def manifest_path(self, dataset: str, version: str) -> Path:
         return self.cache_dir / f"{dataset}_{version}{MANIFEST}"
@@ -149,6 +183,7 @@ class PackageStore:
         os.replace(temp_zip, final)
         write_json_atomic(final.with_name(final.name[: -len(".zip")] + SIDECAR), record.to_json())
         self.prune(record.dataset, keep)
+        self.prune_deltas(record.dataset, record.version)
         return final
 
     def prune(self, dataset: str, keep: int) -> None:

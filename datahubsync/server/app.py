@@ -158,7 +158,8 @@ def create_app(loaded: LoadedConfig, *, build: bool = True,
         data_root=cfg.data_root, datasets=cfg.datasets, debounce=cfg.debounce,
         newer_ratio=cfg.newer_ratio, keep_packages=cfg.keep_packages,
         compress_level=cfg.compress_level, compress_threads=cfg.compress_threads, tz=tz,
-        fresh_window=cfg.fresh_window,
+        fresh_window=cfg.fresh_window, keep_deltas=cfg.keep_deltas,
+        max_delta_share=cfg.max_delta_share,
     )
     builder = Builder(settings, store, metrics)
     catalog = dataset_routes.Catalog(store, list(cfg.datasets or []), tz)
