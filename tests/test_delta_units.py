@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from datahubsync.core.errors import IntegrityError
+from datahubsync.core.errors import IntegrityError, UnsafeArchiveError
 from datahubsync.datasets.delta_apply import build_tree, safe_relpath
 from datahubsync.datasets.hub import Builder, BuildSettings
 from datahubsync.datasets.store import PackageStore
@@ -53,20 +53,37 @@ def test_unsafe_manifest_paths_are_refused(path: object) -> None:
         safe_relpath(path)
 
 
+def _delta_zip(path: Path, doc: dict[str, object], members: dict[str, bytes]) -> Path:
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("delta.json", json.dumps(doc))
+        for name, data in members.items():
+            zf.writestr(name, data)
+    return path
+
+
 def test_hostile_delta_cannot_write_outside_staging(tmp_path: Path) -> None:
-    local, delta_dir, staging = tmp_path / "local", tmp_path / "delta", tmp_path / "staging"
-    for d in (local, delta_dir / "whole", staging):
+    local, staging = tmp_path / "local", tmp_path / "staging"
+    for d in (local, staging):
         d.mkdir(parents=True)
-    (delta_dir / "whole" / "x.csv").write_bytes(b"x")
     sha = hashlib.sha256(b"x").hexdigest()
     manifest = {"version": "v2", "files": [{"path": "../outside.csv", "size": 1,
                                             "sha256": sha, "mtime_ns": 0}]}
-    (delta_dir / "delta.json").write_text(json.dumps(
-        {"format": 1, "to": "v2", "whole": ["../outside.csv"], "appended": [], "deleted": []}))
+    doc = {"format": 1, "to": "v2", "whole": ["../outside.csv"], "appended": [], "deleted": []}
+    delta = _delta_zip(tmp_path / "d1.zip", doc, {"whole/x.csv": b"x"})
     with pytest.raises(IntegrityError, match="unsafe path"):
-        build_tree(local, delta_dir, manifest, staging)
+        build_tree(local, delta, manifest, staging)
     assert not (tmp_path / "outside.csv").exists()
+    # a member escaping by its own name is refused by the archive checks
+    evil = _delta_zip(tmp_path / "d2.zip", dict(doc, whole=[]), {"../../evil": b"x"})
+    with pytest.raises(UnsafeArchiveError):
+        build_tree(local, evil, {"version": "v2", "files": []}, staging)
     # a delta for another version is refused before anything is built
-    (delta_dir / "delta.json").write_text(json.dumps({"format": 1, "to": "v1"}))
+    other = _delta_zip(tmp_path / "d3.zip", {"format": 1, "to": "v1"}, {})
     with pytest.raises(IntegrityError, match="leads to v1"):
-        build_tree(local, delta_dir, manifest, staging)
+        build_tree(local, other, manifest, staging)
+    # and a whole file that does not match the manifest is the delta's fault
+    good = {"version": "v2", "files": [{"path": "a.csv", "size": 1, "sha256": sha,
+                                        "mtime_ns": 0}]}
+    wrong = _delta_zip(tmp_path / "d4.zip", dict(doc, whole=["a.csv"]), {"whole/a.csv": b"y"})
+    with pytest.raises(IntegrityError, match="does not match the manifest"):
+        build_tree(local, wrong, good, staging)

@@ -181,7 +181,7 @@ def _mkdirs(dest_dir: Path, path: Path, made: set[Path]) -> None:
         path = path.parent
 
 
-def _extract_one(
+def extract_member(
     zf: zipfile.ZipFile,
     info: zipfile.ZipInfo,
     target: Path,
@@ -244,7 +244,7 @@ def extract_safe(
         for info, rel in files:
             target = dest_dir / rel
             _mkdirs(dest_dir, target.parent, made)
-            total += _extract_one(zf, info, target, fsync, progress)
+            total += extract_member(zf, info, target, fsync, progress)
     if fsync:
         for path in sorted(made, key=lambda p: len(p.parts), reverse=True):
             _fsync_dir(path)

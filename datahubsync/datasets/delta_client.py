@@ -1,10 +1,10 @@
 """Client side of a delta sync: fetch the delta and the manifest, build, verify, swap.
 
 The delta downloads (and resumes) like a package, into its own ``.part`` file;
-it is extracted with the same safety checks as a package into a sibling of
-``local_dir``; the new tree is built and verified there and swapped in by the
-same journalled install as a full package, so a kill -9 at any point leaves
-the old or the new version, never a mix.
+its members pass the same safety checks as a package's and are read straight
+from it; the new tree is built and verified in a sibling of ``local_dir`` and
+swapped in by the same journalled install as a full package, so a kill -9 at
+any point leaves the old or the new version, never a mix.
 """
 
 from __future__ import annotations
@@ -19,18 +19,12 @@ import requests
 
 from datahubsync.core.config import DatasetConfig, LoadedConfig
 from datahubsync.core.errors import IntegrityError
-from datahubsync.core.fsutil import remove_tree
 from datahubsync.core.http import RetryPolicy, get_json
 from datahubsync.core.progress import Progress
-from datahubsync.datasets.archive import ExtractLimits, extract_safe
-from datahubsync.datasets.delta_apply import DeltaStats, build_tree
+from datahubsync.datasets.archive import ExtractLimits
+from datahubsync.datasets.delta_apply import DeltaStats, LocalChanged, build_tree
 from datahubsync.datasets.download import RemotePackage, discard_part, download
-from datahubsync.datasets.install import (
-    InstallRequest,
-    install_tree,
-    remove_leftovers,
-    sibling,
-)
+from datahubsync.datasets.install import InstallRequest, install_tree
 from datahubsync.datasets.state import ClientState, InstalledVersion
 
 log = logging.getLogger(__name__)
@@ -61,31 +55,25 @@ def install_delta(loaded: LoadedConfig, state: ClientState, session: requests.Se
     result.bytes_downloaded, result.resumed_from = done.transferred, done.resumed_from
     sync_cfg = loaded.config.sync
     limits = ExtractLimits(max_total_bytes=sync_cfg.max_total_bytes, max_ratio=sync_cfg.max_ratio)
-    remove_leftovers(ds.name, ds.local_dir, "delta")
-    unpacked = sibling(ds.local_dir, "delta")
-    unpacked.mkdir(parents=True)
     stats = DeltaStats()
+
+    def fill(staging: Path) -> None:
+        nonlocal stats
+        stats = build_tree(ds.local_dir, done.path, manifest, staging, limits)
+
+    version = InstalledVersion(
+        last_updated=str(entry.get("last_updated") or ""), version=entry.get("version"),
+        sha256=entry.get("sha256"),
+        installed_at=dt.datetime.now().astimezone().isoformat("T", "seconds"))
+    request = InstallRequest(name=ds.name, package=done.path, local_dir=ds.local_dir,
+                             mode=ds.mode, keep_previous=ds.keep_previous, version=version,
+                             limits=limits, fsync=sync_cfg.fsync)
     try:
-        try:
-            extract_safe(done.path, unpacked, limits)
-        except IntegrityError:
-            discard_part(part)  # a corrupt delta will not get better
-            raise
-
-        def fill(staging: Path) -> None:
-            nonlocal stats
-            stats = build_tree(ds.local_dir, unpacked, manifest, staging)
-
-        version = InstalledVersion(
-            last_updated=str(entry.get("last_updated") or ""), version=entry.get("version"),
-            sha256=entry.get("sha256"),
-            installed_at=dt.datetime.now().astimezone().isoformat("T", "seconds"))
-        request = InstallRequest(name=ds.name, package=done.path, local_dir=ds.local_dir,
-                                 mode=ds.mode, keep_previous=ds.keep_previous, version=version,
-                                 limits=limits, fsync=sync_cfg.fsync)
         install_tree(state, request, fill)
-    finally:
-        remove_tree(unpacked)
+    except IntegrityError as exc:
+        if not isinstance(exc, LocalChanged):
+            discard_part(part)  # a corrupt delta will not get better
+        raise
     discard_part(part)
     result.status, result.method = "installed", "delta"
     result.files_added, result.files_changed = stats.added, stats.changed
