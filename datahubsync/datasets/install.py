@@ -17,7 +17,9 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
-from collections.abc import Callable
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -82,13 +84,48 @@ def install_tree(state: ClientState, req: InstallRequest, fill: Callable[[Path],
     remove_leftovers(req.name, req.local_dir, "new")
     staging = sibling(req.local_dir, "new")
     staging.mkdir()
+    with _dropping_obsolete(state, req):
+        try:
+            fill(staging)
+            if req.fsync:
+                sync_filesystem(staging)
+        except BaseException:
+            remove_tree(staging)
+            raise
+        _commit(state, req, staging)
+
+
+@contextmanager
+def _dropping_obsolete(state: ClientState, req: InstallRequest) -> Iterator[None]:
+    """Delete the kept versions this install makes obsolete while the new tree is built.
+
+    Deleting a 600 MB tree costs as much as building the new one (the kernel
+    drops its cached pages), so it runs beside the build instead of after the
+    swap. The record forgets them first; if the install then fails, those
+    older rollback points are gone but the installed version is untouched.
+    """
+    record = state.record(req.name)
+    doomed = record.previous[max(req.keep_previous - 1, 0):] if record.current else []
+    paths = [Path(p.path) for p in doomed if p.path]
+    kept = {str(Path(p.path)) for p in record.previous if p.path} - {str(p) for p in paths}
+    for orphan in req.local_dir.parent.glob(f".{req.local_dir.name}.dhs-prev-*"):
+        if str(orphan) not in kept and orphan not in paths:
+            paths.append(orphan)  # left by a run killed while deleting it
+    if not paths:
+        yield
+        return
+    record.previous = record.previous[: max(req.keep_previous - 1, 0)]
+    state.save_record(req.name, record)
+    worker = threading.Thread(target=lambda: [remove_tree(p) for p in paths],
+                              name="dhs-drop-old", daemon=True)
+    worker.start()
     try:
-        fill(staging)
-        if req.fsync:
-            sync_filesystem(staging)
-    except BaseException:
-        remove_tree(staging)
-        raise
+        yield
+    finally:
+        worker.join()
+
+
+def _commit(state: ClientState, req: InstallRequest, staging: Path) -> None:
     backup = sibling(req.local_dir, "prev")
     journal = {
         "mode": req.mode,
