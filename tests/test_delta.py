@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 
 from tests.helpers import (
     Hub,
@@ -69,6 +70,10 @@ def test_appended_rows_travel_as_a_small_delta(setup: Any) -> None:
     assert result["bytes_downloaded"] < v2["package_size"] / 5
     assert tree_bytes(local) == tree_bytes(data)
     assert sync(cfg)["alpha"]["status"] == "up_to_date"
+    # the delta resumes like a package: Range gives 206
+    partial = requests.get(f"{hub.url}/{v2['deltas'][0]['path']}",
+                           headers={"Range": "bytes=10-"}, timeout=10)
+    assert partial.status_code == 206 and len(partial.content) == v2["deltas"][0]["size"] - 10
     # the previous version is kept for rollback, whole and unmodified
     rolled = run_cli(["datasets", "rollback", "alpha", "--json"], config=cfg).json()
     assert rolled["last_updated"] == v1["last_updated"]
@@ -122,6 +127,17 @@ def test_two_versions_behind_uses_the_direct_delta_or_falls_back(setup: Any,
         assert tree_bytes(other / "local" / "beta") == tree_bytes(other / "data" / "beta")
     finally:
         hub2.stop()
+
+
+def test_a_delta_too_large_for_the_client_is_not_used(setup: Any, tmp_path: Path) -> None:
+    hub, data, local, cfg, v1 = setup
+    _touch_all(data, ROW)
+    v2 = next_version(hub, "alpha", v1["version"])
+    strict = client_config(tmp_path, hub.url, ["alpha"], sync={"delta_max_share": 0.01})
+    result = sync(strict)["alpha"]
+    assert result["method"] == "full" and result["bytes_downloaded"] == v2["package_size"]
+    assert "delta_max_share" in result["delta_fallback"]
+    assert tree_bytes(local) == tree_bytes(data)
 
 
 def test_corrupted_delta_falls_back_to_the_full_package(setup: Any, tmp_path: Path) -> None:

@@ -193,7 +193,7 @@ def _download_and_install(loaded: LoadedConfig, state: ClientState, session: req
                           policy: RetryPolicy, deadline: float | None,
                           result: DatasetResult) -> None:
     """A delta when the hub offers one from our version and it applies cleanly, else full."""
-    delta = _usable_delta(loaded, state, entry, ds, opts)
+    delta = _usable_delta(loaded, state, entry, ds, opts, result)
     if delta is not None:
         from datahubsync.datasets.delta_apply import LocalChanged
         from datahubsync.datasets.delta_client import install_delta
@@ -219,7 +219,8 @@ def _download_and_install(loaded: LoadedConfig, state: ClientState, session: req
 
 
 def _usable_delta(loaded: LoadedConfig, state: ClientState, entry: dict[str, Any],
-                  ds: DatasetConfig, opts: SyncOptions) -> dict[str, Any] | None:
+                  ds: DatasetConfig, opts: SyncOptions,
+                  result: DatasetResult) -> dict[str, Any] | None:
     """The hub's delta from the version installed here, if it is worth using."""
     sync_cfg = loaded.config.sync
     if not sync_cfg.delta or opts.force or ds.mode != "swap" or not ds.local_dir.is_dir():
@@ -235,8 +236,9 @@ def _usable_delta(loaded: LoadedConfig, state: ClientState, entry: dict[str, Any
             size, full = delta.get("size"), entry.get("package_size")
             if isinstance(size, int) and isinstance(full, int) and full > 0 \
                     and size > sync_cfg.delta_max_share * full:
-                log.info("%s: the delta (%d bytes) is over %.0f%% of the package; full "
-                         "download", ds.name, size, sync_cfg.delta_max_share * 100)
+                result.delta_fallback = (f"the delta ({size} bytes) is over "
+                                         f"sync.delta_max_share of the package ({full} bytes)")
+                log.info("%s: %s; full download", ds.name, result.delta_fallback)
                 return None
             return delta
     return None
