@@ -3,7 +3,8 @@
 Datasets: scale 1.0 (production-sized data, ~650 MB generated under the work
 dir) unless ``BENCH_SCALE`` is set; ``BENCH_RUNS`` and ``BENCH_WORKDIR``
 override the run count (3) and the work directory (/tmp/dhs-bench). Then the
-batch benchmark (1 000 000 rows into PostgreSQL, ``--workers`` 1 and 2).
+batch benchmark (1 000 000 rows into PostgreSQL, ``--workers`` 1 and 2) and
+the delta-sync benchmark (against rsync).
 Results are printed and written to bench/out/*.json.
 """
 
@@ -16,6 +17,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_batch  # noqa: E402
 import bench_datasets  # noqa: E402
+import bench_delta  # noqa: E402
 
 
 def main() -> int:
@@ -28,6 +30,8 @@ def main() -> int:
     runs = ["--runs", os.environ.get("BENCH_RUNS", "3")]
     for workers in ("1", "2"):
         worst = max(worst, bench_batch.main(runs + ["--workers", workers]))
+    scale = ["--scale", os.environ.get("BENCH_SCALE", "1.0")]
+    worst = max(worst, bench_delta.main(scale + ["--days", os.environ.get("BENCH_RUNS", "3")]))
     return worst
 
 
