@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from datahubsync.cli.runner import AppContext, json_option, run_command
+from datahubsync.cli.runner import AppContext, json_option, render_table, run_command
 from datahubsync.core.errors import EXIT_STATUS_HELP, ExitCode
 
 BATCH_EXIT_HELP = EXIT_STATUS_HELP.replace(
@@ -187,6 +187,4 @@ def _history(rows: list[dict[str, Any]]) -> str:
              f"{r['success']}/{r['failed']}/{r['skipped']}",
              f"{r['duration_seconds']:.1f}s" if r.get("duration_seconds") is not None else "-"]
             for r in rows]
-    widths = [max(len(x) for x in col) for col in zip(header, *body, strict=False)]
-    return "\n".join("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)).rstrip()
-                     for row in [header, *body])
+    return render_table(header, body)

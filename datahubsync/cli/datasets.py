@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from datahubsync.cli.runner import AppContext, json_option, run_command
+from datahubsync.cli.runner import AppContext, json_option, render_table, run_command
 from datahubsync.core.errors import EXIT_STATUS_HELP, ExitCode
 
 
@@ -102,7 +102,7 @@ def list_(app: AppContext) -> int:
                      "package_ready": remote.get("package_ready"),
                      "package_size": remote.get("package_size"),
                      "local_last_updated": mine, "state": state})
-    app.emit({"message_type": "list", "datasets": rows}, lambda: _table(
+    app.emit({"message_type": "list", "datasets": rows}, lambda: render_table(
         ["NAME", "HUB VERSION", "SIZE", "LOCAL VERSION", "STATE"],
         [[r["name"], r["remote_last_updated"] or "-", str(r["package_size"] or "-"),
           r["local_last_updated"] or "-", r["state"]] for r in rows]))
@@ -134,10 +134,11 @@ def status(app: AppContext) -> int:
             "interrupted_install": state.journal_path(ds.name).exists(),
         })
     app.emit({"message_type": "status", "state_dir": str(state.state_dir), "datasets": rows},
-             lambda: _table(["NAME", "VERSION", "PRESENT", "PREVIOUS", "PARTIAL", "LOCAL DIR"],
-                            [[r["name"], r["last_updated"] or "-", "yes" if r["present"] else "NO",
-                              str(len(r["previous"])), str(r["partial_download_bytes"]),
-                              r["local_dir"]] for r in rows]))
+             lambda: render_table(
+                 ["NAME", "VERSION", "PRESENT", "PREVIOUS", "PARTIAL", "LOCAL DIR"],
+                 [[r["name"], r["last_updated"] or "-", "yes" if r["present"] else "NO",
+                   str(len(r["previous"])), str(r["partial_download_bytes"]), r["local_dir"]]
+                  for r in rows]))
     return 0
 
 
@@ -197,9 +198,3 @@ def publish(app: AppContext, out: Path, data_root: Path | None, force: bool) -> 
              lambda: "\n".join(f"{d['name']}: {d['last_updated']} ({d['package_size']} bytes)"
                                f" — {result.built.get(d['name'], '')}" for d in result.datasets))
     return 0
-
-
-def _table(header: list[str], rows: list[list[str]]) -> str:
-    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=False)]
-    return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=False))
-                     .rstrip() for row in [header, *rows])

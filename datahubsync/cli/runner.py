@@ -102,3 +102,10 @@ def _fail(app: AppContext, message: str, code: ExitCode) -> None:
     else:
         click.echo(f"datahubsync: error: {message}", err=True)
     sys.exit(int(code))
+
+
+def render_table(header: list[str], rows: list[list[str]]) -> str:
+    """Columns padded to their widest cell (the text form of list/status commands)."""
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows, strict=False)]
+    return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=False))
+                     .rstrip() for row in [header, *rows])

@@ -73,15 +73,20 @@ async def api_datasets(request: web.Request) -> web.Response:
     return web.json_response(datasets_document(catalog.names, catalog.published, catalog.tz))
 
 
-async def package(request: web.Request) -> web.StreamResponse:
-    filename = request.match_info["filename"]
+async def _published(request: web.Request, name: str | None) -> Published | None:
+    """What is published for ``name``; names are looked up in memory, never on disk."""
     catalog = request.app[CATALOG]
-    name = filename[:-4] if filename.endswith(".zip") else None
     published = catalog.published.get(name) if name else None
     if published is None and name in catalog.names:
         # Another worker may have published it since our last poll: look once more.
         await asyncio.to_thread(catalog.refresh)
         published = catalog.published.get(name)
+    return published
+
+
+async def package(request: web.Request) -> web.StreamResponse:
+    filename = request.match_info["filename"]
+    published = await _published(request, filename[:-4] if filename.endswith(".zip") else None)
     if published is None:
         return web.json_response({"error": "Package not found"}, status=404)
     return PackageFileResponse(published.path, published.etag)
@@ -90,12 +95,7 @@ async def package(request: web.Request) -> web.StreamResponse:
 async def manifest(request: web.Request) -> web.StreamResponse:
     """``/manifest/{dataset}.json``: the per-file digests of the package being served."""
     filename = request.match_info["filename"]
-    catalog = request.app[CATALOG]
-    name = filename[:-5] if filename.endswith(".json") else None
-    published = catalog.published.get(name) if name else None
-    if published is None and name in catalog.names:
-        await asyncio.to_thread(catalog.refresh)
-        published = catalog.published.get(name)
+    published = await _published(request, filename[:-5] if filename.endswith(".json") else None)
     if published is None or published.manifest is None:
         return web.json_response({"error": "Manifest not found"}, status=404)
     return web.FileResponse(published.manifest, headers={"Content-Type": "application/json"})
@@ -105,10 +105,7 @@ async def delta(request: web.Request) -> web.StreamResponse:
     """``/delta/{dataset}/{from}-{to}.zip``: a delta to the version being served."""
     catalog = request.app[CATALOG]
     name, filename = request.match_info["dataset"], request.match_info["filename"]
-    published = catalog.published.get(name)
-    if published is None and name in catalog.names:
-        await asyncio.to_thread(catalog.refresh)
-        published = catalog.published.get(name)
+    published = await _published(request, name)
     wanted = f"{name}_{filename[:-4]}.delta.zip" if filename.endswith(".zip") else None
     for item in published.deltas if published else ():
         if item.file == wanted:
