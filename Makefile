@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint venv clean bench
+.PHONY: demo test lint venv clean bench binary binary-onedir
 
 $(STAMP): setup.cfg pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,12 @@ lint: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
+
+binary: $(STAMP)
+	PYTHON=$(BIN)/python packaging/build.sh onefile
+
+binary-onedir: $(STAMP)
+	PYTHON=$(BIN)/python packaging/build.sh onedir
 
 bench: $(STAMP)
 	$(BIN)/python bench/run_all.py

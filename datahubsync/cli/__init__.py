@@ -12,7 +12,7 @@ from datahubsync import __version__
 from datahubsync.cli.batch import batch
 from datahubsync.cli.datasets import datasets
 from datahubsync.cli.doctor import doctor
-from datahubsync.cli.runner import AppContext
+from datahubsync.cli.runner import AppContext, json_option
 from datahubsync.cli.serve import serve
 from datahubsync.core.errors import EXIT_STATUS_HELP
 
@@ -44,9 +44,26 @@ def cli(ctx: click.Context, config_path: str | None, log_level: str | None,
 
 
 @cli.command()
-def version() -> None:
-    """Print the version."""
-    click.echo(f"datahubsync {__version__}")
+@click.option("--verbose", "-v", is_flag=True,
+              help="Also list package versions and check every database driver")
+@json_option
+@click.pass_obj
+def version(app: AppContext, verbose: bool) -> None:
+    """Print the version (with --verbose: what this build contains)."""
+    if not verbose:
+        app.emit({"version": __version__}, lambda: f"datahubsync {__version__}")
+        return
+    from datahubsync.core.drivers import build_info, check_drivers
+
+    info = {"version": __version__, **build_info(), "drivers": check_drivers()}
+    lines = [f"datahubsync {__version__} (Python {info['python']}, "
+             f"{'frozen' if info['frozen'] else 'not frozen'})"]
+    lines += [f"  {k} {v or 'MISSING'}" for k, v in info["packages"].items()]
+    lines += [f"  driver {k}: {'ok ' + d['driver'] if d['ok'] else 'FAILED ' + d['error']}"
+              for k, d in info["drivers"].items()]
+    app.emit(info, lambda: "\n".join(lines))
+    if not all(d["ok"] for d in info["drivers"].values()):
+        raise SystemExit(1)
 
 
 cli.add_command(datasets)

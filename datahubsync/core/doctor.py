@@ -53,7 +53,10 @@ def run_checks(loaded: LoadedConfig, min_free_bytes: int) -> list[Check]:
         checks.append(Check("hub", False, "hub.url is not set",
                             "set hub.url in the config or DATAHUBSYNC_HUB__URL"))
     elif cfg.hub.url:
-        checks.append(_hub_check(cfg.hub.url, cfg.hub.connect_timeout))
+        hub = _hub_check(cfg.hub.url, cfg.hub.connect_timeout)
+        checks.append(hub)
+        if hub.ok:
+            checks.append(clock_check(cfg.hub.url, cfg.hub.connect_timeout))
     return checks
 
 
@@ -73,3 +76,29 @@ def _hub_check(url: str, timeout: float) -> Check:
     except (requests.RequestException, ValueError) as exc:
         return Check("hub reachable", False, f"{url}: {type(exc).__name__}: {exc}"[:300],
                      "check hub.url, DNS, firewall/tunnel, and that the hub is running")
+
+
+def clock_check(url: str, timeout: float, max_skew: float = 60.0) -> Check:
+    """This host's clock against the hub's ``Date`` header (timestamps are compared)."""
+    import email.utils
+    import time
+
+    import requests
+
+    from datahubsync.core.http import make_session
+
+    try:
+        with make_session() as session:
+            before = time.time()
+            response = session.get(f"{url}/health", timeout=(timeout, 30))
+            after = time.time()
+        date = response.headers.get("Date")
+        if not date:
+            return Check("clock", True, f"{url} sends no Date header; skew not checked")
+        remote = email.utils.parsedate_to_datetime(date).timestamp()
+    except (requests.RequestException, ValueError, TypeError) as exc:
+        return Check("clock", True, f"skew not checked: {type(exc).__name__}")
+    skew = (before + after) / 2 - remote
+    ok = abs(skew) <= max_skew + 1  # the Date header has whole seconds
+    return Check("clock", ok, f"{skew:+.0f}s against the hub",
+                 "" if ok else "run NTP (systemd-timesyncd or chrony) on this host")
