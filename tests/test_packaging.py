@@ -212,3 +212,14 @@ def test_logrotate_config_is_valid(tmp_path: Path, binary: Path) -> None:
     assert result.returncode == 0 and "error" not in result.stderr.lower(), result.stderr
     conf.write_text(text.replace("rotate 14", "rotate fourteen"))
     assert sh(logrotate, "-d", "-s", tmp_path / "state", conf).returncode != 0
+
+
+def test_install_with_sync_runs_a_first_sync(tmp_path: Path, binary: Path, hub: Hub,
+                                             data_root: Path) -> None:
+    root = tmp_path / "root"
+    cfg = client_cfg(tmp_path, hub.url)
+    result = install(root, binary, "--config", cfg, "--sync")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert tree_bytes(tmp_path / "local" / "alpha") == tree_bytes(data_root / "alpha")
+    log = (root / "var/log/datahubsync/sync.log").read_text()
+    assert "sync.sh: end: exit 0" in log
