@@ -25,20 +25,11 @@ from urllib.parse import urlsplit
 
 from datahubsync.batch.jobs import Cancelled, render, render_argv, stop_child
 from datahubsync.batch.progress import DayOutcome
+from datahubsync.core.dburl import libpq_url as conninfo
+from datahubsync.core.dburl import redact  # noqa: F401 - part of this module's API
 
 log = logging.getLogger(__name__)
 CHUNK = 1 << 20
-
-
-def conninfo(url: str) -> str:
-    """A libpq URL from a SQLAlchemy-style one (``postgresql+psycopg://`` → ``postgresql://``)."""
-    scheme, sep, rest = url.partition("://")
-    if not sep:
-        return url  # "host=... dbname=..." key/value form
-    base = scheme.split("+", 1)[0]
-    if base not in ("postgresql", "postgres"):
-        raise ValueError(f"not a PostgreSQL URL: {scheme}://…")
-    return f"postgresql://{rest}"
 
 
 def target_name(url: str, table: str) -> str:
@@ -49,15 +40,6 @@ def target_name(url: str, table: str) -> str:
     except ValueError:
         where = "db"
     return f"pg-{where}-{table}"
-
-
-def redact(url: str) -> str:
-    """A URL fit for messages: no password."""
-    parts = urlsplit(url)
-    if parts.password:
-        netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-        return parts._replace(netloc=netloc).geturl()
-    return url
 
 
 class DayFailed(Exception):

@@ -70,6 +70,66 @@ class SyncConfig(_Section):
     on_local_change: Literal["repair", "refuse"] = "repair"  # hand-edited local files
 
 
+class LogsIngestConfig(_Section):
+    """The IP ingest endpoint of ``serve`` (what ``datahubsync logs`` uploads to)."""
+
+    path: str = Field("/api/v1/logs/ips", pattern=r"^/[A-Za-z0-9/_.-]*$")
+    api_keys: list[str] = Field(default_factory=list)  # X-API-Key values; none: all get 401
+    allowed_networks: list[str] | None = None  # sources allowed to send; None = any
+    max_body_bytes: int = Field(4 * 1024 * 1024, gt=0)
+    max_records: int = Field(10_000, gt=0)
+    store_url: str | None = None  # postgresql://...; None = SQLite in {state_dir}/logs
+
+    @field_validator("allowed_networks")
+    @classmethod
+    def _networks(cls, value: list[str] | None) -> list[str] | None:
+        import ipaddress
+
+        for item in value or []:
+            try:
+                ipaddress.ip_network(item, strict=False)
+            except ValueError as exc:
+                raise ValueError(f"{item!r} is not a network: {exc}") from None
+        return value
+
+
+class LogsConfig(_Section):
+    """``datahubsync logs``: ship IPs found in hourly sinkhole logs to the ingest endpoint."""
+
+    log_dir: Path = Path("logs")
+    pattern: str = "ramnit_*.log"
+    api_endpoint: str | None = None  # e.g. http://hub:8080/api/v1/logs/ips
+    api_key: str | None = None  # secret: set DATAHUBSYNC_LOGS__API_KEY
+    botnet_type: str = "ramnit"
+    source_ip: str | None = None  # None: the address this host uses to reach the endpoint
+    batch_size: int = Field(500, ge=1, le=10_000)
+    min_upload_batch: int = Field(100, ge=1)  # `run` waits for this many (or the interval)
+    force_upload_threshold: int = Field(5000, ge=1)  # upload at once from this many, mid-file
+    upload_interval: float = Field(300, gt=0)
+    stable_seconds: float = Field(300, ge=0)  # a past hour's file is final after this quiet
+    max_retries: int = Field(3, ge=0)
+    retry_delay: float = Field(30, ge=0)
+    timeout: float = Field(30, gt=0)
+    dedupe: Literal["global", "daily", "none"] = "global"
+    max_memory_ips: int = Field(10_000, ge=0)  # seen-set cache; the full set is on disk
+    timestamp_source: Literal["line", "file_hour"] = "line"
+    raw_line_prefix_chars: int = Field(200, ge=0, le=4096)
+    chunk_bytes: int = Field(4 * 1024 * 1024, ge=4096)
+    max_line_bytes: int = Field(64 * 1024, ge=256)  # longer lines are skipped with a warning
+    listing_ttl: float = Field(300, ge=0)
+    health_pending_warning: int = Field(1000, ge=1)
+    health_pending_severe: int = Field(5000, ge=1)
+    health_queue_mb_warning: float = Field(10, gt=0)
+    health_queue_mb_severe: float = Field(50, gt=0)
+
+    @field_validator("api_endpoint")
+    @classmethod
+    def _endpoint(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value
+
+
 class ServeConfig(_Section):
     """The hub: what it serves and when it builds packages."""
 
@@ -93,6 +153,7 @@ class ServeConfig(_Section):
     max_request_bytes: int = Field(1024 * 1024, gt=0)
     catalog_poll: float = Field(1.0, gt=0)
     api_tokens: list[str] = Field(default_factory=list)  # bearer tokens for the batch API
+    logs_ingest: LogsIngestConfig = Field(default_factory=LogsIngestConfig)
 
 
 _JOB_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
@@ -193,6 +254,7 @@ class Config(_Section):
     serve: ServeConfig = Field(default_factory=ServeConfig)
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     batch: BatchConfig = Field(default_factory=BatchConfig)
+    logs: LogsConfig = Field(default_factory=LogsConfig)
 
 
 @dataclass(frozen=True)
@@ -300,6 +362,7 @@ def _resolve_paths(config: Config, base: Path) -> Config:
     config.serve.data_root = fix(config.serve.data_root) or config.serve.data_root
     config.serve.cache_dir = fix(config.serve.cache_dir)
     config.batch.calendar = fix(config.batch.calendar)
+    config.logs.log_dir = fix(config.logs.log_dir) or config.logs.log_dir
     for job in config.batch.jobs.values():
         source = getattr(job, "source", None)
         if source is not None and source.glob is not None:

@@ -22,6 +22,7 @@ from datahubsync.core.timeutil import zone
 from datahubsync.datasets import routes as dataset_routes
 from datahubsync.datasets.hub import Builder, BuildSettings
 from datahubsync.datasets.store import PackageStore
+from datahubsync.logs import ingest as logs_ingest
 
 log = logging.getLogger(__name__)
 METRICS = web.AppKey("metrics", Metrics)
@@ -166,4 +167,5 @@ def create_app(loaded: LoadedConfig, *, build: bool = True,
     dataset_routes.setup(app, catalog, builder, build, cfg.check_interval, cfg.catalog_poll,
                          on_ready)
     batch_routes.setup(app, loaded)
+    logs_ingest.setup(app, loaded, metrics)
     return app

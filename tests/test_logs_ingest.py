@@ -1,0 +1,142 @@
+"""The IP ingest endpoint of a real `serve`: SQLite and PostgreSQL stores."""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import psycopg
+import pytest
+
+from tests.helpers import Hub
+
+KEY = "k-3f9a1c"
+PATH = "/api/v1/logs/ips"
+
+
+def post(hub: Hub, body: Any, key: str | None = KEY, idem: str | None = None,
+         raw: bytes | None = None) -> tuple[int, dict[str, Any]]:
+    data = raw if raw is not None else json.dumps(body).encode()
+    request = urllib.request.Request(hub.url + PATH, data=data, method="POST")
+    request.add_header("Content-Type", "application/json")
+    if key:
+        request.add_header("X-API-Key", key)
+    if idem:
+        request.add_header("Idempotency-Key", idem)
+    try:
+        with urllib.request.urlopen(request, timeout=30) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"{}")
+
+
+def stats(hub: Hub) -> dict[str, Any]:
+    request = urllib.request.Request(hub.url + "/api/v1/logs/stats")
+    request.add_header("X-API-Key", KEY)
+    with urllib.request.urlopen(request, timeout=30) as response:
+        return json.loads(response.read())
+
+
+def batch(ips: list[str], day: str = "2025-12-09") -> dict[str, Any]:
+    return {"botnet_type": "ramnit", "source_ip": "203.0.113.9", "ip_data": [
+        {"ip": ip, "timestamp": f"{day} 16:00:01", "timestamp_source": "line", "date": day,
+         "log_hour": 16, "botnet_type": "ramnit", "raw_line_prefix": f"{day} 16:00:01 {ip}"}
+        for ip in ips]}
+
+
+def start(tmp_path: Path, **ingest: Any) -> Hub:
+    (tmp_path / "empty").mkdir(parents=True, exist_ok=True)
+    return Hub(tmp_path, tmp_path / "empty", workers=2,
+               logs_ingest={"api_keys": [KEY], "max_body_bytes": 200_000, **ingest}).start()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def hub(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Hub]:
+    pg_url = request.getfixturevalue("pg_url") if request.param == "postgresql" else None
+    if pg_url:
+        drop_tables(pg_url)
+    server = start(tmp_path, store_url=pg_url)
+    try:
+        yield server
+    finally:
+        server.stop()
+        if pg_url:
+            drop_tables(pg_url)
+
+
+def drop_tables(url: str) -> None:
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("DROP TABLE IF EXISTS ip_records, ingest_batches")
+
+
+def test_batches_are_stored_and_counted(hub: Hub) -> None:
+    assert post(hub, batch(["1.2.3.4", "5.6.7.8"])) == (200, {"received_count": 2})
+    assert post(hub, batch(["1.2.3.4"], day="2025-12-10")) == (200, {"received_count": 1})
+    assert post(hub, batch([])) == (200, {"received_count": 0})  # what `logs test` sends
+    doc = stats(hub)
+    assert doc["total_records"] == 3 and doc["distinct_ips"] == 2
+    assert [d["date"] for d in doc["per_day"]] == ["2025-12-09", "2025-12-10"]
+    assert doc["per_botnet_type"] == {"ramnit": 3}
+
+
+def test_a_repeated_batch_is_acknowledged_and_stored_once(hub: Hub) -> None:
+    body = batch(["9.9.9.9", "8.8.8.8", "1.1.1.1"])
+    first = post(hub, body, idem="batch-000001")
+    assert first == (200, {"received_count": 3})
+    with ThreadPoolExecutor(8) as pool:  # the same batch, concurrently, from retries
+        answers = list(pool.map(lambda _: post(hub, body, idem="batch-000001"), range(8)))
+    assert set(map(json.dumps, answers)) == {json.dumps([200, {"received_count": 3}])}
+    assert stats(hub)["total_records"] == 3
+    metrics = urllib.request.urlopen(hub.url + "/metrics", timeout=10).read().decode()
+    assert 'datahubsync_logs_batches_total{repeat="true"}' in metrics
+
+
+@pytest.mark.parametrize(("body", "field"), [
+    (batch(["999.1.1.1"]), "ip_data[0].ip"),
+    (batch(["1.2.3"]), "ip_data[0].ip"),
+    ({"botnet_type": "ramnit", "ip_data": [{"date": "2025-12-09"}]}, "ip_data[0].ip"),
+    ({"botnet_type": "ramnit", "ip_data": "1.2.3.4"}, "ip_data"),
+    ({"ip_data": []}, "botnet_type"),
+    ({"botnet_type": "x", "ip_data": [{"ip": "1.2.3.4", "log_hour": 24}]}, "ip_data[0].log_hour"),
+    ({"botnet_type": "x", "ip_data": [{"ip": "1.2.3.4", "date": "2025-13-01"}]},
+     "ip_data[0].date"),
+    ([1], "body"),
+])
+def test_bad_batches_get_400_naming_the_field(hub: Hub, body: Any, field: str) -> None:
+    status, answer = post(hub, body)
+    assert status == 400 and answer["field"] == field, answer
+    assert stats(hub)["total_records"] == 0
+
+
+def test_auth_size_and_source_network(tmp_path: Path) -> None:
+    hub = start(tmp_path, allowed_networks=["10.0.0.0/8"])
+    try:
+        assert post(hub, batch(["1.2.3.4"]), key=None)[0] == 401
+        assert post(hub, batch(["1.2.3.4"]), key="k-3f9a1")[0] == 401
+        status, answer = post(hub, batch(["1.2.3.4"]))
+        assert status == 403 and "127.0.0.1" in answer["error"]
+        assert KEY not in hub.log.read_text()
+    finally:
+        hub.stop()
+    open_hub = start(tmp_path / "b")
+    try:
+        big = batch(["1.2.3.4"] * 3000)
+        assert post(open_hub, big)[0] == 413
+        assert post(open_hub, None, raw=b"{nope")[0] == 400
+        assert post(open_hub, batch(["1.2.3.4"]), idem="bad key!")[0] == 400
+    finally:
+        open_hub.stop()
+
+
+def test_no_key_configured_refuses_everyone(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    hub = Hub(tmp_path, tmp_path / "empty").start()
+    try:
+        assert post(hub, batch(["1.2.3.4"]))[0] == 401
+    finally:
+        hub.stop()
