@@ -12,6 +12,7 @@ from datahubsync import __version__
 from datahubsync.cli.batch import batch
 from datahubsync.cli.datasets import datasets
 from datahubsync.cli.doctor import doctor
+from datahubsync.cli.logs import logs
 from datahubsync.cli.runner import AppContext, json_option
 from datahubsync.cli.serve import serve
 from datahubsync.core.errors import EXIT_STATUS_HELP
@@ -70,6 +71,7 @@ cli.add_command(datasets)
 cli.add_command(serve)
 cli.add_command(doctor)
 cli.add_command(batch)
+cli.add_command(logs)
 
 
 def main() -> None:

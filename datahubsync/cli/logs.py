@@ -1,0 +1,166 @@
+"""``datahubsync logs ...``: ship IPs from hourly sinkhole logs (once, run, test, status, stats)."""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+from typing import Any
+
+import click
+
+from datahubsync.cli.runner import AppContext, json_option, run_command
+from datahubsync.core.errors import EXIT_STATUS_HELP, ExitCode
+
+STATUS_HELP = ("\b\nExit status (status): 0 healthy, 1 warning, 2 severe (queue depth or size "
+               "over the thresholds in logs.health_*).")
+
+
+@click.group()
+def logs() -> None:
+    """Ship the IPs found in hourly sinkhole logs to the ingest endpoint, at least once.
+
+    \b
+    datahubsync logs once      # one pass (cron)
+    datahubsync logs run       # every logs.upload_interval (systemd)
+    datahubsync logs status    # queue, files, health (0/1/2 for monitoring)
+    """
+
+
+def _uploader(loaded: Any) -> Any:
+    from datahubsync.core.http import make_session
+    from datahubsync.logs.uploader import Uploader
+
+    return Uploader(loaded.config.logs, make_session())
+
+
+def _pass(app: AppContext, flush: bool, listing: Any = None) -> Any:
+    from datahubsync.logs.service import Listing, one_pass, open_queue
+
+    loaded = app.config()
+    cfg = loaded.config.logs
+    listing = listing or Listing(cfg.log_dir, cfg.pattern, cfg.listing_ttl)
+    queue = open_queue(loaded)
+    try:
+        return one_pass(loaded, queue, listing, _uploader(loaded), flush)
+    finally:
+        queue.close()
+
+
+@logs.command(epilog=EXIT_STATUS_HELP)
+@json_option
+@click.pass_obj
+@run_command
+def once(app: AppContext) -> int:
+    """Read what is new in every log file, queue it, upload everything queued."""
+    from datahubsync.core.locking import hold_lock
+
+    loaded = app.config()
+    with hold_lock(loaded.state_dir / "logs" / "logs.lock"):
+        result = _pass(app, flush=True)
+    app.emit({"message_type": "logs_pass", **asdict(result)},
+             lambda: f"{result.files} files, {result.lines} lines, {result.ips} IPs, "
+                     f"{result.queued} new, {result.duplicates} duplicates; uploaded "
+                     f"{result.uploaded} in {result.batches} batches; {result.pending} queued")
+    return ExitCode.OK
+
+
+@logs.command(epilog=EXIT_STATUS_HELP)
+@click.pass_obj
+@run_command
+def run(app: AppContext) -> int:
+    """Pass after pass, every logs.upload_interval seconds (systemd: READY/WATCHDOG).
+
+    A failed upload leaves the records queued for the next pass; a refused key
+    or source (401/403) stops with exit 2.
+    """
+    import logging
+    import time
+
+    from datahubsync.core.errors import TempFailError
+    from datahubsync.core.locking import hold_lock
+    from datahubsync.core.sdnotify import notify
+    from datahubsync.logs.service import Listing
+
+    log = logging.getLogger("datahubsync.logs")
+    loaded = app.config()
+    cfg = loaded.config.logs
+    listing = Listing(cfg.log_dir, cfg.pattern, cfg.listing_ttl)
+    with hold_lock(loaded.state_dir / "logs" / "logs.lock"):
+        notify("READY=1")
+        while True:
+            try:
+                result = _pass(app, flush=False, listing=listing)
+                notify(f"STATUS=queued {result.pending}, uploaded {result.uploaded}")
+                notify("WATCHDOG=1")
+            except TempFailError as exc:
+                log.warning("%s", exc)
+                notify(f"STATUS=upload failing: {exc}")
+            time.sleep(cfg.upload_interval)
+
+
+@logs.command(epilog=STATUS_HELP)
+@json_option
+@click.pass_obj
+@run_command
+def status(app: AppContext) -> int:
+    """Queue depth and size, files and offsets, last upload, health."""
+    from datahubsync.logs.service import open_queue
+    from datahubsync.logs.service import status as get_status
+
+    loaded = app.config()
+    queue = open_queue(loaded)
+    try:
+        doc = get_status(loaded, queue)
+    finally:
+        queue.close()
+    app.emit({"message_type": "logs_status", **doc},
+             lambda: f"health: {doc['health']}; {doc['pending']} queued "
+                     f"({doc['queue_bytes'] / 1e6:.1f} MB); last upload {doc['last_upload']}; "
+                     f"{len(doc['files'])} files")
+    return int(doc["exit_code"])
+
+
+@logs.command(epilog=EXIT_STATUS_HELP)
+@json_option
+@click.pass_obj
+@run_command
+def stats(app: AppContext) -> int:
+    """Totals and per day: lines, IPs, queued, intra-day and global duplicates, uploaded."""
+    from datahubsync.logs.service import open_queue
+    from datahubsync.logs.service import stats as get_stats
+
+    queue = open_queue(app.config())
+    try:
+        doc = get_stats(queue)
+    finally:
+        queue.close()
+    t = doc["totals"]
+    app.emit({"message_type": "logs_stats", **doc},
+             lambda: f"{t['ips']} IPs: {t['queued']} queued, {t['dup_day']} intra-day and "
+                     f"{t['dup_global']} global duplicates (dedupe {doc['dedupe_rate']:.1%}); "
+                     f"{t['uploaded']} uploaded")
+    return ExitCode.OK
+
+
+@logs.command(epilog=EXIT_STATUS_HELP)
+@click.option("--sample", default="2025-12-09 16:00:01 GET /x from 091.198.2.1:4433",
+              show_default=True, help="A log line to try the extraction on")
+@json_option
+@click.pass_obj
+@run_command
+def test(app: AppContext, sample: str) -> int:
+    """Check the config, the IP extraction on a sample line, and the endpoint with its key.
+
+    Sends an empty batch (nothing is stored); 401/403 exit 2.
+    """
+    from datahubsync.logs.parser import IP_RE, is_public, normalise
+
+    loaded = app.config()
+    found = [ip for m in IP_RE.finditer(sample.encode())
+             if (ip := normalise(m.groups())) and is_public(ip)]  # type: ignore[arg-type]
+    uploader = _uploader(loaded)
+    answer = uploader.post(uploader.payload([]), None)
+    app.emit({"message_type": "logs_test", "sample_ips": found, "endpoint": "ok",
+              "answer": answer, "source_ip": uploader.source_ip},
+             lambda: f"sample: {found}\nendpoint {loaded.config.logs.api_endpoint}: ok "
+                     f"(key accepted, source {uploader.source_ip})")
+    return ExitCode.OK

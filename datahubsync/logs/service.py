@@ -1,0 +1,133 @@
+"""``logs once`` / ``run`` / ``status`` / ``stats``: the reader, queue and uploader together."""
+
+from __future__ import annotations
+
+import fnmatch
+import logging
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from datahubsync.core.config import LoadedConfig
+from datahubsync.core.errors import ConfigError
+from datahubsync.logs.queue import LogQueue
+from datahubsync.logs.reader import Counts, ReadSettings, read_file
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Listing:
+    """The matching files of ``log_dir``, re-listed at most every ``ttl`` seconds."""
+
+    directory: Path
+    pattern: str
+    ttl: float
+    clock: Callable[[], float] = time.monotonic
+    _cached: list[Path] = field(default_factory=list)
+    _at: float | None = None
+
+    def files(self) -> list[Path]:
+        now = self.clock()
+        if self._at is None or now - self._at >= self.ttl:
+            try:
+                names = os.listdir(self.directory)
+            except FileNotFoundError:
+                raise ConfigError(f"logs.log_dir: {self.directory} does not exist") from None
+            self._cached = sorted(self.directory / n for n in names
+                                  if fnmatch.fnmatch(n, self.pattern))
+            self._at = now
+        return [p for p in self._cached if p.exists()]
+
+
+def queue_path(loaded: LoadedConfig) -> Path:
+    return loaded.state_dir / "logs" / "queue.db"
+
+
+def open_queue(loaded: LoadedConfig) -> LogQueue:
+    return LogQueue(queue_path(loaded), loaded.config.logs.max_memory_ips)
+
+
+def settings(cfg: Any) -> ReadSettings:
+    return ReadSettings(cfg.botnet_type, cfg.dedupe, cfg.timestamp_source,
+                        cfg.raw_line_prefix_chars, cfg.chunk_bytes, cfg.max_line_bytes,
+                        cfg.stable_seconds)
+
+
+@dataclass
+class PassResult:
+    files: int = 0
+    lines: int = 0
+    ips: int = 0
+    queued: int = 0
+    duplicates: int = 0
+    uploaded: int = 0
+    batches: int = 0
+    pending: int = 0
+
+
+def one_pass(loaded: LoadedConfig, queue: LogQueue, listing: Listing, uploader: Any,
+             flush: bool, now: Callable[[], float] = time.time) -> PassResult:
+    """Read every file's new lines, queue them, upload (all of it when ``flush``)."""
+    cfg = loaded.config.logs
+    read = settings(cfg)
+    result = PassResult()
+
+    def upload_if_backed_up() -> None:
+        if uploader is not None and queue.depth() >= cfg.force_upload_threshold:
+            sent = uploader.drain(queue, cfg.batch_size)
+            result.uploaded += sent.records
+            result.batches += sent.batches
+
+    for path in listing.files():
+        try:
+            counts: Counts = read_file(path, queue, read, now(), upload_if_backed_up)
+        except FileNotFoundError:
+            continue  # rotated away between listing and reading
+        result.files += 1
+        result.lines += counts.total("lines")
+        result.ips += counts.total("ips")
+        result.queued += counts.total("queued")
+        result.duplicates += counts.total("dup_day") + counts.total("dup_global")
+    if uploader is not None:
+        sent = uploader.drain(queue, 1 if flush else cfg.min_upload_batch)
+        result.uploaded += sent.records
+        result.batches += sent.batches
+    result.pending = queue.depth()
+    queue.set_meta("last_pass", time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+    return result
+
+
+def health(cfg: Any, pending: int, queue_mb: float) -> tuple[str, int]:
+    """healthy / warning / severe from the seed's thresholds, and the exit code for each."""
+    if pending > cfg.health_pending_severe or queue_mb > cfg.health_queue_mb_severe:
+        return "severe", 2
+    if pending >= cfg.health_pending_warning or queue_mb >= cfg.health_queue_mb_warning:
+        return "warning", 1
+    return "healthy", 0
+
+
+def status(loaded: LoadedConfig, queue: LogQueue) -> dict[str, Any]:
+    cfg = loaded.config.logs
+    pending = queue.depth()
+    size = queue.size_bytes()
+    state, code = health(cfg, pending, size / 1e6)
+    return {"health": state, "exit_code": code, "pending": pending,
+            "queue_bytes": size, "last_upload": queue.meta("last_upload"),
+            "last_pass": queue.meta("last_pass"),
+            "files": [{"path": f.path, "offset": f.offset, "done": f.done}
+                      for f in queue.files()]}
+
+
+def stats(queue: LogQueue) -> dict[str, Any]:
+    days = queue.counters()
+    names = ("lines", "ips", "queued", "dup_day", "dup_global", "dropped", "uploaded")
+    totals = {n: sum(d.get(n, 0) for d in days.values()) for n in names}
+    ips = totals["ips"] or 1
+    return {"totals": totals,
+            "dedupe_rate": round((totals["dup_day"] + totals["dup_global"]) / ips, 4),
+            "per_day": [{"date": day, **{n: d.get(n, 0) for n in names}}
+                        for day, d in sorted(days.items())]}

@@ -1,0 +1,250 @@
+"""`datahubsync logs` end to end: real log files, the real CLI, a real `serve` receiving."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.helpers import Hub, clean_env, cli_argv, run_cli, write_yaml
+
+KEY = "k-logs-1"
+OLD = time.time() - 3 * 3600  # files of past hours, quiet for long: final
+
+
+def line(ip: str, day: str = "2025-12-09", hour: int = 16, extra: str = "") -> str:
+    return f"{day} {hour:02d}:{random.randint(0, 59):02d}:01 sinkhole hit from {ip}:4433 {extra}\n"
+
+
+def write_log(folder: Path, day: str, hour: int, lines: list[str], final: bool = True) -> Path:
+    path = folder / f"ramnit_{day}_{hour:02d}.log"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(lines))
+    if final:
+        os.utime(path, (OLD, OLD))
+    return path
+
+
+def public_ips(n: int, seed: int = 1) -> list[str]:
+    rng = random.Random(seed)
+    found: list[str] = []
+    while len(found) < n:
+        ip = f"{rng.randint(11, 99)}.{rng.randint(0, 255)}.{rng.randint(0, 255)}." \
+             f"{rng.randint(1, 254)}"
+        if ip not in found:
+            found.append(ip)
+    return found
+
+
+@pytest.fixture
+def hub(tmp_path: Path) -> Iterator[Hub]:
+    (tmp_path / "empty").mkdir()
+    server = Hub(tmp_path, tmp_path / "empty", logs_ingest={"api_keys": [KEY]}).start()
+    yield server
+    server.stop()
+
+
+def config(tmp_path: Path, url: str, **logs: Any) -> Path:
+    settings = {"log_dir": str(tmp_path / "sinkhole"), "api_endpoint": f"{url}/api/v1/logs/ips",
+                "api_key": KEY, "retry_delay": 0.05, "max_retries": 2, "timeout": 5,
+                "stable_seconds": 60, "listing_ttl": 0, **logs}
+    return write_yaml(tmp_path / "logs.yaml", {"state_dir": str(tmp_path / "client"),
+                                                "logs": settings})
+
+
+def server_stats(hub: Hub) -> dict[str, Any]:
+    request = urllib.request.Request(hub.url + "/api/v1/logs/stats", headers={"X-API-Key": KEY})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())
+
+
+def once(cfg: Path, expect: int = 0) -> dict[str, Any]:
+    result = run_cli(["--json", "logs", "once"], config=cfg, expect=expect)
+    return result.json() if expect == 0 else {"err": result.err}
+
+
+def test_one_pass_over_several_hourly_files(tmp_path: Path, hub: Hub) -> None:
+    ips = public_ips(60)
+    folder = tmp_path / "sinkhole"
+    write_log(folder, "2025-12-09", 15, [line(ip, hour=15) for ip in ips[:30]])
+    write_log(folder, "2025-12-09", 16, [line(ip) for ip in ips[30:]] +
+              [line(ips[0]), line("10.1.2.3"), line("127.0.0.1"), line("192.168.1.1"),
+               line("169.254.1.1"), line("224.0.0.5"), line("240.1.1.1")])
+    write_log(folder, "2025-12-10", 0, [f"no timestamp here {ips[1]}\n",
+                                       f"no timestamp here {public_ips(61)[-1]}\n"])
+    cfg = config(tmp_path, hub.url)
+    result = once(cfg)
+    assert result["files"] == 3 and result["pending"] == 0
+    assert result["uploaded"] == 61
+    stats = server_stats(hub)
+    assert stats["distinct_ips"] == 61 and stats["total_records"] == 61
+    assert once(cfg)["uploaded"] == 0  # nothing new: nothing sent
+    db_stats = run_cli(["--json", "logs", "stats"], config=cfg).json()
+    totals = db_stats["totals"]
+    assert totals["dup_day"] == 1 and totals["dup_global"] == 1  # ips[0] again, ips[1] next day
+    assert totals["uploaded"] == 61
+
+
+def test_growing_file_with_a_partial_last_line(tmp_path: Path, hub: Hub) -> None:
+    now = time.localtime()
+    day, hour = time.strftime("%Y-%m-%d", now), now.tm_hour
+    path = tmp_path / "sinkhole" / f"ramnit_{day}_{hour:02d}.log"
+    path.parent.mkdir(parents=True)
+    path.write_text(line("8.8.8.8", day, hour) + f"{day} {hour:02d}:00:02 hit from 8.8.4")
+    cfg = config(tmp_path, hub.url)
+    assert once(cfg)["uploaded"] == 1  # the half-written line waits
+    with open(path, "a") as fh:
+        fh.write(".4 rest of the line\n")
+    assert once(cfg)["uploaded"] == 1
+    assert server_stats(hub)["distinct_ips"] == 2  # 8.8.8.8 and 8.8.4.4, not 8.8.4.x
+
+
+def test_rotation_truncation_and_replacement(tmp_path: Path, hub: Hub) -> None:
+    ips = public_ips(9, seed=4)
+    folder = tmp_path / "sinkhole"
+    path = write_log(folder, "2025-12-09", 16, [line(ip) for ip in ips[:3]])
+    cfg = config(tmp_path, hub.url)
+    once(cfg)
+    path.write_text(line(ips[3]))  # truncated and rewritten, same inode
+    os.utime(path, (OLD, OLD))
+    result = run_cli(["--json", "logs", "once"], config=cfg)
+    assert result.json()["uploaded"] == 1 and "truncated" in result.err
+    replacement = folder / "new.tmp"
+    replacement.write_text("".join(line(ip) for ip in ips[3:7]))
+    os.utime(replacement, (OLD, OLD))
+    os.replace(replacement, path)  # logrotate-style: a new inode under the old name
+    result = run_cli(["--json", "logs", "once"], config=cfg)
+    assert result.json()["uploaded"] == 3 and "replaced" in result.err
+    assert server_stats(hub)["distinct_ips"] == 7
+
+
+def test_kill_9_at_random_points_loses_nothing(tmp_path: Path, hub: Hub) -> None:
+    ips = public_ips(8000, seed=9)
+    folder = tmp_path / "sinkhole"
+    cfg = config(tmp_path, hub.url, batch_size=20, chunk_bytes=4096)
+    argv = cli_argv() + ["--config", str(cfg), "logs", "once"]
+    rng = random.Random(5)
+    kills = 0
+    for n in range(20):  # each run finds a new hourly file, and dies at a random point
+        part = ips[n * 400:(n + 1) * 400]
+        write_log(folder, "2025-12-09", n, [line(ip, hour=n) for ip in part])
+        proc = subprocess.Popen(argv, env=clean_env(), stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(0.2, 0.6))
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+            kills += 1
+        proc.wait()
+    once(cfg)
+    stats = server_stats(hub)
+    assert kills >= 5
+    assert stats["distinct_ips"] == 8000
+    assert stats["total_records"] == 8000  # a batch re-sent after a kill was stored once
+
+
+def test_server_down_queue_grows_then_everything_arrives(tmp_path: Path, hub: Hub) -> None:
+    ips = public_ips(80, seed=7)
+    folder = tmp_path / "sinkhole"
+    write_log(folder, "2025-12-09", 10, [line(ip, hour=10) for ip in ips[:20]])
+    cfg = config(tmp_path, hub.url, health_pending_warning=10, health_pending_severe=50)
+    hub.stop()
+    down = once(cfg, expect=75)
+    assert "unreachable" in down["err"] and "stay queued" in down["err"]
+    assert run_cli(["logs", "status"], config=cfg, expect=1).out.startswith("health: warning")
+    write_log(folder, "2025-12-09", 11, [line(ip, hour=11) for ip in ips[20:]])
+    once(cfg, expect=75)
+    status = run_cli(["--json", "logs", "status"], config=cfg, expect=2).json()
+    assert status["health"] == "severe" and status["pending"] == 80
+    hub.start()  # back, on a new port
+    cfg = config(tmp_path, hub.url, health_pending_warning=10, health_pending_severe=50)
+    assert once(cfg)["uploaded"] == 80
+    assert run_cli(["--json", "logs", "status"], config=cfg).json()["health"] == "healthy"
+    assert server_stats(hub)["total_records"] == 80
+
+
+def test_wrong_key_and_refused_source_stop_at_once(tmp_path: Path, hub: Hub) -> None:
+    write_log(tmp_path / "sinkhole", "2025-12-09", 10, [line("8.8.8.8", hour=10)])
+    cfg = config(tmp_path, hub.url, api_key="wrong", retry_delay=30, max_retries=3)
+    started = time.monotonic()
+    refused = once(cfg, expect=2)
+    assert time.monotonic() - started < 10  # no retry spin
+    assert "refused the API key (HTTP 401)" in refused["err"] and "wrong" not in refused["err"]
+    assert run_cli(["logs", "test"], config=cfg, expect=2).err
+    (tmp_path / "b").mkdir()
+    strict = Hub(tmp_path / "b", tmp_path / "empty",
+                 logs_ingest={"api_keys": [KEY], "allowed_networks": ["10.0.0.0/8"]}).start()
+    try:
+        cfg2 = config(tmp_path, strict.url)
+        assert "refused this source address" in once(cfg2, expect=2)["err"]
+    finally:
+        strict.stop()
+    ok = run_cli(["--json", "logs", "test"], config=config(tmp_path, hub.url)).json()
+    assert ok["endpoint"] == "ok" and ok["sample_ips"] == ["91.198.2.1"]
+
+
+@pytest.mark.parametrize(("mode", "records"), [("global", 2), ("daily", 4), ("none", 5)])
+def test_dedupe_modes(tmp_path: Path, hub: Hub, mode: str, records: int) -> None:
+    folder = tmp_path / "sinkhole"
+    write_log(folder, "2025-12-09", 10, [line("8.8.8.8", hour=10), line("8.8.8.8", hour=10),
+                                        line("9.9.9.9", hour=10)])
+    write_log(folder, "2025-12-10", 10, [line("8.8.8.8", "2025-12-10", 10),
+                                        line("9.9.9.9", "2025-12-10", 10)])
+    cfg = config(tmp_path, hub.url, dedupe=mode)
+    assert once(cfg)["uploaded"] == records
+    assert server_stats(hub)["total_records"] == records
+
+
+def test_bad_input_lines(tmp_path: Path, hub: Hub) -> None:
+    folder = tmp_path / "sinkhole"
+    folder.mkdir()
+    path = folder / "ramnit_2025-12-09_10.log"
+    with open(path, "wb") as fh:
+        fh.write(os.urandom(4096).replace(b"\n", b" ") + b"\n")
+        fh.write(line("999.1.1.1").encode() + line("1.2.3").encode() + line("1.2.3.4.5").encode())
+        fh.write(b"x" * (10 * 1024 * 1024))  # a 10 MB line without a newline
+        fh.write(b" 7.7.7.7 inside the long line\n")
+        fh.write(line("008.008.004.004").encode())  # leading zeros: 8.8.4.4
+        fh.write("2025-12-09 10:00:00 中文 \xff from 9.9.9.9\n".encode("utf-8", "surrogateescape"))
+    os.utime(path, (OLD, OLD))
+    cfg = config(tmp_path, hub.url, chunk_bytes=65536, max_line_bytes=65536)
+    result = run_cli(["--json", "logs", "once"], config=cfg)
+    assert "longer than 65536 bytes was skipped" in result.err
+    assert set(_stored_ips(tmp_path)) == {"8.8.4.4", "9.9.9.9"}
+    assert result.json()["uploaded"] == 2
+
+
+def _stored_ips(tmp_path: Path) -> list[str]:
+    import sqlite3
+
+    with sqlite3.connect(tmp_path / "hubstate" / "logs" / "ingest.db") as conn:
+        return [ip for (ip,) in conn.execute("SELECT ip FROM ip_records")]
+
+
+def _peak_rss_kb(cfg: Path) -> int:
+    argv = ["/usr/bin/time", "-f", "%M"] + cli_argv() + ["--config", str(cfg), "logs", "once"]
+    proc = subprocess.run(argv, env=clean_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return int(proc.stderr.strip().splitlines()[-1])
+
+
+@pytest.mark.skipif(not Path("/usr/bin/time").exists(), reason="needs /usr/bin/time")
+def test_memory_does_not_grow_with_the_file(tmp_path: Path, hub: Hub) -> None:
+    ips = public_ips(2000, seed=11)
+    rng = random.Random(3)
+    sizes = {}
+    for label, lines in (("small", 20_000), ("large", 400_000)):
+        base = tmp_path / label
+        text = "".join(line(rng.choice(ips)) for _ in range(lines))
+        write_log(base / "sinkhole", "2025-12-09", 16, [text])
+        sizes[label] = _peak_rss_kb(config(base, hub.url, chunk_bytes=1 << 20))
+    # ~1.5 MB vs ~30 MB of log: the peak must not follow the file size
+    assert sizes["large"] < sizes["small"] + 8 * 1024, sizes
