@@ -248,3 +248,48 @@ def test_memory_does_not_grow_with_the_file(tmp_path: Path, hub: Hub) -> None:
         sizes[label] = _peak_rss_kb(config(base, hub.url, chunk_bytes=1 << 20))
     # ~1.5 MB vs ~30 MB of log: the peak must not follow the file size
     assert sizes["large"] < sizes["small"] + 8 * 1024, sizes
+
+
+def test_delivery_into_postgresql(tmp_path: Path, pg_url: str) -> None:
+    import psycopg
+
+    def drop() -> None:
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            conn.execute("DROP TABLE IF EXISTS ip_records, ingest_batches")
+
+    drop()
+    (tmp_path / "empty").mkdir()
+    server = Hub(tmp_path, tmp_path / "empty",
+                 logs_ingest={"api_keys": [KEY], "store_url": pg_url}).start()
+    try:
+        ips = public_ips(700, seed=21)
+        write_log(tmp_path / "sinkhole", "2025-12-09", 10, [line(ip, hour=10) for ip in ips])
+        assert once(config(tmp_path, server.url))["uploaded"] == 700
+        with psycopg.connect(pg_url) as conn:
+            stored = {str(ip) for (ip,) in conn.execute("SELECT ip FROM ip_records")}
+        assert stored == set(ips)
+    finally:
+        server.stop()
+        drop()
+
+
+def test_run_loop_notifies_systemd(tmp_path: Path, hub: Hub) -> None:
+    import socket
+
+    write_log(tmp_path / "sinkhole", "2025-12-09", 10, [line("8.8.8.8", hour=10)])
+    cfg = config(tmp_path, hub.url, upload_interval=0.2, min_upload_batch=1)
+    address = str(tmp_path / "notify.sock")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+        sock.bind(address)
+        sock.settimeout(20)
+        proc = subprocess.Popen(cli_argv() + ["--config", str(cfg), "logs", "run"],
+                                env=clean_env({"NOTIFY_SOCKET": address}),
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            messages = [sock.recv(4096).decode() for _ in range(5)]
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(20)
+    assert messages[0] == "READY=1"
+    assert "WATCHDOG=1" in messages
+    assert server_stats(hub)["total_records"] == 1
