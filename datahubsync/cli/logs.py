@@ -152,11 +152,10 @@ def test(app: AppContext, sample: str) -> int:
 
     Sends an empty batch (nothing is stored); 401/403 exit 2.
     """
-    from datahubsync.logs.parser import IP_RE, is_public, normalise
+    from datahubsync.logs.parser import find_ips
 
     loaded = app.config()
-    found = [ip for m in IP_RE.finditer(sample.encode())
-             if (ip := normalise(m.groups())) and is_public(ip)]  # type: ignore[arg-type]
+    found = find_ips(sample.encode())
     uploader = _uploader(loaded)
     answer = uploader.post(uploader.payload([]), None)
     app.emit({"message_type": "logs_test", "sample_ips": found, "endpoint": "ok",

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from datahubsync.logs.parser import IP_RE, file_hour, is_public, line_around, line_time, normalise
+from datahubsync.logs.parser import TOKEN_RE, file_hour, line_around, line_time, public_ip
 from datahubsync.logs.queue import FileState, LogQueue
 
 log = logging.getLogger(__name__)
@@ -70,9 +70,12 @@ def is_final(name: str, mtime: float, now: float, stable: float) -> bool:
 class Extractor:
     """Turns chunks of one file into queue records, deduplicated."""
 
-    def __init__(self, queue: LogQueue, cfg: ReadSettings, name: str) -> None:
+    def __init__(self, queue: LogQueue, cfg: ReadSettings, name: str,
+                 judged: dict[bytes, str] | None = None) -> None:
         self.queue, self.cfg = queue, cfg
         hour = file_hour(name)
+        # token -> public IP, or "" when it is none; shared by the files of a pass
+        self.judged: dict[bytes, str] = {} if judged is None else judged
         self.day = hour[0] if hour else time.strftime("%Y-%m-%d")
         self.hour = hour[1] if hour else None
 
@@ -81,12 +84,19 @@ class Extractor:
         cfg, day = self.cfg, self.day
         out: list[dict[str, Any]] = []
         counts.add(day, "lines", chunk.count(b"\n"))
-        for match in IP_RE.finditer(chunk):
-            ip = normalise(match.groups())  # type: ignore[arg-type]
-            if ip is None or not is_public(ip):
-                counts.add(day, "dropped")
+        judged = self.judged
+        if len(judged) > 1_000_000:
+            judged.clear()  # bounded: repeated tokens are the common case, not all of them
+        ips = dropped = 0
+        for match in TOKEN_RE.finditer(chunk):
+            token = match.group()
+            ip = judged.get(token)
+            if ip is None:
+                ip = judged[token] = public_ip(token) or ""
+            if not ip:
+                dropped += 1
                 continue
-            counts.add(day, "ips")
+            ips += 1
             if cfg.dedupe != "none":
                 key = ip if cfg.dedupe == "global" else f"{ip}|{day}"
                 last = seen.get(key) or self.queue.last_seen(key)
@@ -95,7 +105,9 @@ class Extractor:
                     continue
                 seen[key] = day
             out.append(self._record(ip, line_around(chunk, match.start())))
-            counts.add(day, "queued")
+        counts.add(day, "ips", ips)
+        counts.add(day, "dropped", dropped)
+        counts.add(day, "queued", len(out))
         return out
 
     def _record(self, ip: str, line: bytes) -> dict[str, Any]:
@@ -112,7 +124,8 @@ class Extractor:
 
 
 def read_file(path: Path, queue: LogQueue, cfg: ReadSettings, now: float,
-              after_chunk: Callable[[], None] | None = None) -> Counts:
+              after_chunk: Callable[[], None] | None = None,
+              judged: dict[bytes, str] | None = None) -> Counts:
     """Read what is new in ``path``; every chunk is committed with its offset."""
     counts = Counts()
     st = path.stat()
@@ -135,7 +148,7 @@ def read_file(path: Path, queue: LogQueue, cfg: ReadSettings, now: float,
     elif state.done and st.st_size == state.offset:
         return counts
     final = is_final(path.name, st.st_mtime, now, cfg.stable_seconds)
-    extractor = Extractor(queue, cfg, path.name)
+    extractor = Extractor(queue, cfg, path.name, judged)
     with open(path, "rb") as fh:
         fh.seek(state.offset)
         for chunk, consumed in _complete_chunks(fh, cfg, final, path):

@@ -82,9 +82,10 @@ def one_pass(loaded: LoadedConfig, queue: LogQueue, listing: Listing, uploader: 
             result.uploaded += sent.records
             result.batches += sent.batches
 
+    judged: dict[bytes, str] = {}
     for path in listing.files():
         try:
-            counts: Counts = read_file(path, queue, read, now(), upload_if_backed_up)
+            counts: Counts = read_file(path, queue, read, now(), upload_if_backed_up, judged)
         except FileNotFoundError:
             continue  # rotated away between listing and reading
         result.files += 1

@@ -1,0 +1,166 @@
+"""Logs: `logs once` vs `grep | sort -u` on 1 GB of hourly logs; ingest IPs/s into PostgreSQL.
+
+a) Extraction. ``bench/gen_logs.py`` writes ~1 GB of sinkhole-like hourly
+   logs. Side by side, alternating: ``datahubsync logs once`` against a local
+   ``serve`` (SQLite store; everything read, deduplicated, queued, uploaded,
+   acknowledged), with a fresh client state each run, and
+   ``LC_ALL=C grep -ohE '<ipv4>' FILES | LC_ALL=C sort -u``. Wall time and
+   peak RSS (``/usr/bin/time -v``); goal ≤ 1.5× grep's time, RSS ≤ 100 MB.
+b) Ingest. 4 concurrent clients POST batches of 500 (distinct IPs) to
+   ``serve`` with the PostgreSQL store; stored IPs per second (goal ≥ 50 000)
+   and the server's peak RSS.
+
+    python bench/bench_logs.py [--mb 1024] [--runs 2] [--workdir /tmp/dhs-bench-logs]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import statistics
+import sys
+import time
+import urllib.request
+import uuid
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+sys.path.insert(0, str(HERE))
+sys.path.insert(0, str(REPO))
+import bench_datasets as bd  # noqa: E402
+import gen_logs  # noqa: E402
+
+from tests.helpers import Hub, write_yaml  # noqa: E402
+
+KEY = "bench-key"
+GREP = r"[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}"
+
+
+def extraction(work: Path, files: list[Path], runs: int) -> dict[str, object]:
+    (work / "empty").mkdir(exist_ok=True)
+    hub = Hub(work, work / "empty", logs_ingest={"api_keys": [KEY]}).start()
+    dhs = bd._tool("datahubsync")
+    results: dict[str, list[bd.Measured]] = {"ours": [], "grep": []}
+    try:
+        for run in range(runs):
+            for tool in (("ours", "grep") if run % 2 == 0 else ("grep", "ours")):
+                if tool == "ours":
+                    state = work / "client"
+                    shutil.rmtree(state, ignore_errors=True)
+                    shutil.rmtree(work / "hubstate" / "logs", ignore_errors=True)
+                    cfg = write_yaml(work / "logs.yaml", {"state_dir": str(state), "logs": {
+                        "log_dir": str(files[0].parent), "api_endpoint":
+                        f"{hub.url}/api/v1/logs/ips", "api_key": KEY, "stable_seconds": 0}})
+                    m = bd.run_timed([dhs, "--config", str(cfg), "--json", "logs", "once"])
+                    doc = json.loads(m.stdout)
+                    print(f"  run {run + 1} ours {m.seconds:6.2f}s  peak RSS "
+                          f"{m.rss_kb / 1024:.0f} MiB  ({doc['ips']} IPs, {doc['uploaded']} "
+                          "uploaded)")
+                else:
+                    names = " ".join(str(f) for f in files)
+                    m = bd.run_timed(["sh", "-c", f"LC_ALL=C grep -ohE '{GREP}' {names} | "
+                                                  "LC_ALL=C sort -u | wc -l"])
+                    print(f"  run {run + 1} grep {m.seconds:6.2f}s  ({m.stdout.strip()} "
+                          "distinct strings)")
+                results[tool].append(m)
+    finally:
+        hub.stop()
+    ours = statistics.median(m.seconds for m in results["ours"])
+    grep = statistics.median(m.seconds for m in results["grep"])
+    return {"ours_seconds": round(ours, 2), "grep_seconds": round(grep, 2),
+            "ratio": round(ours / grep, 3),
+            "ours_peak_rss_mib": round(max(m.rss_kb for m in results["ours"]) / 1024, 1)}
+
+
+def _client(url: str, batches: int, seed: int) -> int:
+    import random
+
+    import requests
+
+    rng = random.Random(seed)
+    session = requests.Session()
+    sent = 0
+    for _ in range(batches):
+        body = {"botnet_type": "ramnit", "ip_data": [
+            {"ip": f"{rng.randint(11, 223)}.{rng.randint(0, 255)}.{rng.randint(0, 255)}."
+                   f"{rng.randint(1, 254)}", "timestamp": "2025-12-09 16:00:01",
+             "timestamp_source": "line", "date": "2025-12-09", "log_hour": 16,
+             "botnet_type": "ramnit", "raw_line_prefix": "2025-12-09 16:00:01 hit"}
+            for _ in range(500)], "source_ip": "203.0.113.9"}
+        response = session.post(url, json=body, headers={"X-API-Key": KEY,
+                                "Idempotency-Key": uuid.uuid4().hex}, timeout=60)
+        response.raise_for_status()
+        sent += 500
+    return sent
+
+
+def ingest(work: Path, pg_url: str, clients: int = 4, batches: int = 100) -> dict[str, object]:
+    import psycopg
+
+    with psycopg.connect(pg_url, autocommit=True) as conn:
+        conn.execute("DROP TABLE IF EXISTS ip_records, ingest_batches")
+    (work / "empty").mkdir(exist_ok=True)
+    (work / "ingest").mkdir(exist_ok=True)
+    hub = Hub(work / "ingest", work / "empty", logs_ingest={"api_keys": [KEY],
+                                                            "store_url": pg_url})
+    hub.start()
+    try:
+        url = f"{hub.url}/api/v1/logs/ips"
+        _client(url, 2, 99)  # warm up: tables, connections
+        started = time.perf_counter()
+        with ProcessPoolExecutor(clients) as pool:
+            sent = sum(pool.map(_client, [url] * clients, [batches] * clients,
+                                range(clients)))
+        seconds = time.perf_counter() - started
+        rss = 0
+        for pid in bd.process_tree(hub.proc.pid):  # type: ignore[union-attr]
+            try:
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                    if line.startswith("VmHWM:"):
+                        rss = max(rss, int(line.split()[1]))
+            except OSError:
+                pass
+        with urllib.request.urlopen(urllib.request.Request(
+                f"{hub.url}/api/v1/logs/stats", headers={"X-API-Key": KEY})) as response:
+            stored = json.loads(response.read())["total_records"]
+    finally:
+        hub.stop()
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            conn.execute("DROP TABLE IF EXISTS ip_records, ingest_batches")
+    warm_up = 2 * 500
+    return {"ips": sent, "stored": stored - warm_up, "seconds": round(seconds, 2),
+            "ips_per_second": round(sent / seconds), "server_peak_rss_mib": round(rss / 1024, 1)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--mb", type=int, default=1024)
+    ap.add_argument("--runs", type=int, default=2)
+    ap.add_argument("--workdir", type=Path, default=Path("/tmp/dhs-bench-logs"))
+    args = ap.parse_args(argv)
+    work = args.workdir
+    work.mkdir(parents=True, exist_ok=True)
+    files = gen_logs.generate(work / "logs", args.mb)
+    size = sum(f.stat().st_size for f in files)
+    print(f"a) {len(files)} files, {size / 2**20:.0f} MiB")
+    a = extraction(work, files, args.runs)
+    print(f"   median: ours {a['ours_seconds']}s, grep|sort -u {a['grep_seconds']}s: "
+          f"{a['ratio']}x (goal <= 1.5x); ours peak RSS {a['ours_peak_rss_mib']} MiB "
+          "(goal <= 100)")
+    pg_url = os.environ.get("DATAHUBSYNC_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
+    b = ingest(work, pg_url)
+    print(f"b) ingest: {b['ips']} IPs from 4 clients in {b['seconds']}s = "
+          f"{b['ips_per_second']} IPs/s into PostgreSQL (goal >= 50000); server peak RSS "
+          f"{b['server_peak_rss_mib']} MiB")
+    (HERE / "out").mkdir(exist_ok=True)
+    (HERE / "out" / "logs.json").write_text(json.dumps({"extraction": a, "ingest": b},
+                                                      indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
