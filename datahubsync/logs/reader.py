@@ -26,6 +26,7 @@ from datahubsync.logs.queue import FileState, LogQueue
 
 log = logging.getLogger(__name__)
 FP_BYTES = 256
+JUDGED_MAX = 200_000  # distinct tokens remembered (~30 MB at most)
 
 
 @dataclass
@@ -81,13 +82,20 @@ class Extractor:
 
     def records(self, chunk: bytes, counts: Counts,
                 seen: dict[str, str]) -> list[dict[str, Any]]:
+        """Queue records for the addresses of ``chunk`` not seen before; counts the rest.
+
+        Per match only a dict lookup or two happen here; the seen-set is asked
+        once per chunk for all its distinct addresses (one query per ~900), not
+        once per address.
+        """
         cfg, day = self.cfg, self.day
-        out: list[dict[str, Any]] = []
         counts.add(day, "lines", chunk.count(b"\n"))
         judged = self.judged
-        if len(judged) > 1_000_000:
-            judged.clear()  # bounded: repeated tokens are the common case, not all of them
-        ips = dropped = 0
+        if len(judged) > JUDGED_MAX:
+            judged.clear()  # bounded; repeated tokens are the common case
+        first: dict[str, int] = {}  # address -> offset of its first occurrence here
+        occurrences: dict[str, int] = {}
+        dropped = 0
         for match in TOKEN_RE.finditer(chunk):
             token = match.group()
             ip = judged.get(token)
@@ -95,18 +103,40 @@ class Extractor:
                 ip = judged[token] = public_ip(token) or ""
             if not ip:
                 dropped += 1
-                continue
-            ips += 1
-            if cfg.dedupe != "none":
-                key = ip if cfg.dedupe == "global" else f"{ip}|{day}"
-                last = seen.get(key) or self.queue.last_seen(key)
-                if last is not None:
-                    counts.add(day, "dup_day" if last == day else "dup_global")
-                    continue
-                seen[key] = day
-            out.append(self._record(ip, line_around(chunk, match.start())))
-        counts.add(day, "ips", ips)
+            elif ip in occurrences:
+                occurrences[ip] += 1
+            else:
+                occurrences[ip] = 1
+                first[ip] = match.start()
+        total = sum(occurrences.values())
+        counts.add(day, "ips", total)
         counts.add(day, "dropped", dropped)
+        out: list[dict[str, Any]] = []
+        if cfg.dedupe == "none":
+            for ip, position in first.items():  # every occurrence travels
+                record = self._record(ip, line_around(chunk, position))
+                out.extend([record] * occurrences[ip])
+            counts.add(day, "queued", len(out))
+            return out
+        keys = {ip: (ip if cfg.dedupe == "global" else f"{ip}|{day}") for ip in first}
+        known = self.queue.last_seen_many([k for k in keys.values() if k not in seen])
+        known.update({k: seen[k] for k in keys.values() if k in seen})
+        dup_day = dup_global = 0
+        for ip, position in first.items():
+            key = keys[ip]
+            last = known.get(key)
+            if last is None:
+                seen[key] = day
+                out.append(self._record(ip, line_around(chunk, position)))
+                dup_day += occurrences[ip] - 1
+            elif last == day:
+                dup_day += occurrences[ip]
+            else:
+                dup_global += 1
+                dup_day += occurrences[ip] - 1
+                seen[key] = day  # remember the newest day it was seen
+        counts.add(day, "dup_day", dup_day)
+        counts.add(day, "dup_global", dup_global)
         counts.add(day, "queued", len(out))
         return out
 
