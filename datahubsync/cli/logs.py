@@ -38,11 +38,8 @@ def _pass(app: AppContext, flush: bool, listing: Any = None) -> Any:
     loaded = app.config()
     cfg = loaded.config.logs
     listing = listing or Listing(cfg.log_dir, cfg.pattern, cfg.listing_ttl)
-    queue = open_queue(loaded)
-    try:
+    with open_queue(loaded) as queue:
         return one_pass(loaded, queue, listing, _uploader(loaded), flush)
-    finally:
-        queue.close()
 
 
 @logs.command(epilog=EXIT_STATUS_HELP)
@@ -107,11 +104,8 @@ def status(app: AppContext) -> int:
     from datahubsync.logs.service import status as get_status
 
     loaded = app.config()
-    queue = open_queue(loaded)
-    try:
+    with open_queue(loaded) as queue:
         doc = get_status(loaded, queue)
-    finally:
-        queue.close()
     app.emit({"message_type": "logs_status", **doc},
              lambda: f"health: {doc['health']}; {doc['pending']} queued "
                      f"({doc['queue_bytes'] / 1e6:.1f} MB); last upload {doc['last_upload']}; "
@@ -128,11 +122,8 @@ def stats(app: AppContext) -> int:
     from datahubsync.logs.service import open_queue
     from datahubsync.logs.service import stats as get_stats
 
-    queue = open_queue(app.config())
-    try:
+    with open_queue(app.config()) as queue:
         doc = get_stats(queue)
-    finally:
-        queue.close()
     t = doc["totals"]
     app.emit({"message_type": "logs_stats", **doc},
              lambda: f"{t['ips']} IPs: {t['queued']} queued, {t['dup_day']} intra-day and "

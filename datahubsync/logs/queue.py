@@ -89,6 +89,12 @@ class LogQueue:
     def close(self) -> None:
         self.db.close()
 
+    def __enter__(self) -> LogQueue:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
     # -- files ----------------------------------------------------------------
     def file(self, path: str) -> FileState | None:
         row = self.db.execute("SELECT path, dev, ino, offset, fp, done FROM files WHERE path=?",
