@@ -114,7 +114,7 @@ class LogsConfig(_Section):
     max_memory_ips: int = Field(10_000, ge=0)  # seen-set cache; the full set is on disk
     timestamp_source: Literal["line", "file_hour"] = "line"
     raw_line_prefix_chars: int = Field(200, ge=0, le=4096)
-    chunk_bytes: int = Field(4 * 1024 * 1024, ge=4096)
+    chunk_bytes: int = Field(1024 * 1024, ge=4096)
     max_line_bytes: int = Field(64 * 1024, ge=256)  # longer lines are skipped with a warning
     listing_ttl: float = Field(300, ge=0)
     health_pending_warning: int = Field(1000, ge=1)
@@ -128,6 +128,35 @@ class LogsConfig(_Section):
         if value is not None and not value.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://")
         return value
+
+
+class PictureRoot(_Section):
+    """Client path prefix (as in the task table) → directory on this host, for ``/files``."""
+
+    prefix: str = Field(min_length=1)  # e.g. 'D:\\pic' (either slash; case-insensitive drive)
+    path: Path  # e.g. /srv/pic
+
+    @field_validator("prefix")
+    @classmethod
+    def _absolute(cls, value: str) -> str:
+        import re
+
+        text = value.replace("\\", "/")
+        if not (re.match(r"^[A-Za-z]:(/|$)", text) or text.startswith("/")) or "//" in text \
+                or ".." in text.split("/"):
+            raise ValueError("must be an absolute client path such as 'D:\\pic' or '/data/pic'")
+        return value
+
+
+class LegacyTcpConfig(_Section):
+    """The seed's one-file-per-connection picture protocol, for old clients."""
+
+    host: str = "0.0.0.0"
+    port: int = Field(5000, ge=0, le=65535)
+    max_path_bytes: int = Field(4096, ge=16, le=65536)  # longer requests get the error frame
+    read_timeout: float = Field(10, gt=0)  # seconds for the whole request to arrive
+    idle_timeout: float = Field(60, gt=0)  # seconds a send may make no progress
+    max_connections: int = Field(256, ge=1)  # per server process; beyond: error frame
 
 
 class ServeConfig(_Section):
@@ -154,6 +183,16 @@ class ServeConfig(_Section):
     catalog_poll: float = Field(1.0, gt=0)
     api_tokens: list[str] = Field(default_factory=list)  # bearer tokens for the batch API
     logs_ingest: LogsIngestConfig = Field(default_factory=LogsIngestConfig)
+    picture_roots: list[PictureRoot] = Field(default_factory=list)  # GET /files/...; [] = off
+    picture_stale_after: float = Field(86400, gt=0)  # doctor warns: no picture sent for this long
+    legacy_tcp: LegacyTcpConfig | None = None  # the seed's TCP protocol; needs picture_roots
+
+    @field_validator("legacy_tcp")
+    @classmethod
+    def _legacy_needs_roots(cls, value: Any, info: Any) -> Any:
+        if value is not None and not info.data.get("picture_roots"):
+            raise ValueError("needs serve.picture_roots (the files it may send)")
+        return value
 
 
 _JOB_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
@@ -361,6 +400,8 @@ def _resolve_paths(config: Config, base: Path) -> Config:
     config.logging.file = fix(config.logging.file)
     config.serve.data_root = fix(config.serve.data_root) or config.serve.data_root
     config.serve.cache_dir = fix(config.serve.cache_dir)
+    for root in config.serve.picture_roots:
+        root.path = fix(root.path) or root.path
     config.batch.calendar = fix(config.batch.calendar)
     config.logs.log_dir = fix(config.logs.log_dir) or config.logs.log_dir
     for job in config.batch.jobs.values():

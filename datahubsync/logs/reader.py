@@ -26,7 +26,7 @@ from datahubsync.logs.queue import FileState, LogQueue
 
 log = logging.getLogger(__name__)
 FP_BYTES = 256
-JUDGED_MAX = 200_000  # distinct tokens remembered (~30 MB at most)
+JUDGED_MAX = 100_000  # distinct tokens remembered (~15 MB at most)
 
 
 @dataclass
