@@ -239,6 +239,16 @@ if [ "$SYSTEMD" = 1 ]; then
         sed "s#/opt/datahubsync#$PREFIX#g; s#^User=datahubsync#User=$SVC_USER#; s#^Group=datahubsync#Group=$SVC_USER#" \
             "$HERE/packaging/systemd/$unit" | put_text "$UNIT_DIR/$unit" 0644
     done
+    # The sync unit may write only where it must: the datasets' directories (from the config).
+    if [ -f "$ETC/config.yaml" ]; then
+        dirs=$("$DEST/datahubsync" --config "$ETC/config.yaml" --json datasets status 2>/dev/null \
+               | sed -n 's/.*"local_dir": "\(.*\)",*$/\1/p' | while read -r dir; do
+                   dirname "$dir"; done | sort -u | tr '\n' ' ')
+        if [ -n "$dirs" ]; then
+            printf '[Service]\nReadWritePaths=%s\n' "${dirs% }" \
+                | put_text "$UNIT_DIR/datahubsync-sync.service.d/datasets.conf" 0644
+        fi
+    fi
     if [ -z "$ROOT" ] && command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
         run systemctl daemon-reload
         say "enable what this host runs, e.g.: systemctl enable --now datahubsync-sync.timer"

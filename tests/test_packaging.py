@@ -184,9 +184,12 @@ def test_systemd_units_verify_without_warnings(tmp_path: Path, binary: Path) -> 
     if analyze is None:
         pytest.skip("systemd-analyze not installed")
     root = tmp_path / "root"
-    assert install(root, binary, "--setup-systemd").returncode == 0
+    cfg = client_cfg(tmp_path, "http://127.0.0.1:9")
+    assert install(root, binary, "--config", cfg, "--setup-systemd").returncode == 0
+    dropin = root / "etc/systemd/system/datahubsync-sync.service.d/datasets.conf"
+    assert dropin.read_text() == f"[Service]\nReadWritePaths={tmp_path / 'local'}\n"
     shutil.copytree("/usr/lib/systemd/system", root / "usr/lib/systemd/system", symlinks=True)
-    units = sorted((root / "etc/systemd/system").glob("datahubsync-*"))
+    units = sorted(p for p in (root / "etc/systemd/system").glob("datahubsync-*") if p.is_file())
     assert len(units) == 5
     result = sh(analyze, "verify", f"--root={root}", *units)
     assert result.returncode == 0 and result.stderr.strip() == "", result.stderr
