@@ -57,7 +57,37 @@ def run_checks(loaded: LoadedConfig, min_free_bytes: int) -> list[Check]:
         checks.append(hub)
         if hub.ok:
             checks.append(clock_check(cfg.hub.url, cfg.hub.connect_timeout))
+    if cfg.serve.picture_roots:
+        checks.append(picture_send_check(loaded))
     return checks
+
+
+def picture_send_check(loaded: LoadedConfig, now: float | None = None) -> Check:
+    """Has ``serve`` sent a picture within ``serve.picture_stale_after``?
+
+    The seed's server restarted itself after 24 h without a send; a long
+    silence usually means clients stopped asking (their poller or the task
+    table is stuck), not that the server is broken, so it is reported here.
+    """
+    import datetime as dt
+    import time
+
+    from datahubsync.core.lastsend import last_send_path, read_last_send
+
+    path = last_send_path(loaded.state_dir)
+    last = read_last_send(path)
+    if last is None:
+        return Check("picture sends", True, f"no picture sent yet ({path} absent)")
+    age = (time.time() if now is None else now) - last
+    when = dt.datetime.fromtimestamp(last).astimezone().isoformat(timespec="seconds")
+    limit = loaded.config.serve.picture_stale_after
+    if age > limit:
+        return Check("picture sends", False,
+                     f"last picture sent {age / 3600:.1f} h ago ({when}), "
+                     f"more than serve.picture_stale_after ({limit / 3600:.1f} h)",
+                     "check that picture clients run (datahubsync pictures status on them), "
+                     "that the task table gets new rows, and serve's log")
+    return Check("picture sends", True, f"last picture sent {age / 60:.0f} min ago ({when})")
 
 
 def _hub_check(url: str, timeout: float) -> Check:

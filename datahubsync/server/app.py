@@ -23,6 +23,7 @@ from datahubsync.datasets import routes as dataset_routes
 from datahubsync.datasets.hub import Builder, BuildSettings
 from datahubsync.datasets.store import PackageStore
 from datahubsync.logs import ingest as logs_ingest
+from datahubsync.pictures import file_routes as picture_files
 
 log = logging.getLogger(__name__)
 METRICS = web.AppKey("metrics", Metrics)
@@ -168,4 +169,5 @@ def create_app(loaded: LoadedConfig, *, build: bool = True,
                          on_ready)
     batch_routes.setup(app, loaded)
     logs_ingest.setup(app, loaded, metrics)
+    picture_files.setup(app, loaded, metrics)
     return app

@@ -24,6 +24,7 @@ from datahubsync.core.config import LoadedConfig
 from datahubsync.core.errors import UsageError
 from datahubsync.core.sdnotify import notify
 from datahubsync.core.statefile import write_bytes_atomic
+from datahubsync.pictures import legacy_tcp
 from datahubsync.server.app import SharedMetrics, create_app
 
 log = logging.getLogger(__name__)
@@ -44,10 +45,13 @@ def _bind(host: str, port: int) -> socket.socket:
 
 
 async def _serve(loaded: LoadedConfig, sock: socket.socket, primary: bool,
-                 children: list[int], port_file: Path | None) -> int:
+                 children: list[int], port_file: Path | None,
+                 legacy_sock: socket.socket | None = None) -> int:
     cfg = loaded.config.serve
     ready = asyncio.Event()
     app = create_app(loaded, build=primary, on_ready=ready.set)
+    if legacy_sock is not None:  # bound once below, like the HTTP socket; every process accepts
+        legacy_tcp.attach(app, legacy_sock, loaded, announce=primary)
     runner = web.AppRunner(app, handle_signals=False, access_log=None,
                            shutdown_timeout=cfg.shutdown_timeout)
     await runner.setup()
@@ -123,6 +127,7 @@ def run_server(loaded: LoadedConfig, port_file: Path | None = None) -> int:
     cfg = loaded.config.serve
     workers = cfg.workers or os.cpu_count() or 1
     sock = _bind(cfg.host, cfg.port)
+    legacy = _bind(cfg.legacy_tcp.host, cfg.legacy_tcp.port) if cfg.legacy_tcp else None
     SharedMetrics(loaded.state_dir / "metrics", cfg.catalog_poll).clear()  # old runs' files
     children: list[int] = []
     for _ in range(workers - 1):
@@ -130,13 +135,15 @@ def run_server(loaded: LoadedConfig, port_file: Path | None = None) -> int:
         if pid == 0:  # worker: serves, never builds
             code = 70
             try:
-                code = asyncio.run(_serve(loaded, sock, False, [], None))
+                code = asyncio.run(_serve(loaded, sock, False, [], None, legacy))
             except Exception:  # noqa: BLE001 - report, then exit
                 log.exception("worker failed")
             finally:
                 os._exit(code)
         children.append(pid)
     try:
-        return asyncio.run(_serve(loaded, sock, True, children, port_file))
+        return asyncio.run(_serve(loaded, sock, True, children, port_file, legacy))
     finally:
         sock.close()
+        if legacy is not None:
+            legacy.close()

@@ -1,0 +1,161 @@
+r"""``GET``/``HEAD /files/{client path}``: picture files from ``serve.picture_roots``.
+
+URL form: ``/files/`` followed by the path exactly as the task table stores
+it, backslashes turned into ``/`` and each segment percent-encoded as UTF-8.
+A client that only knows ``D:\pic\2025\10\01\a.jpg`` asks for
+``/files/D:/pic/2025/10/01/a.jpg`` (``quote(path.replace("\\", "/"), safe="/:")``);
+``%5C`` for a backslash and ``D%3A`` work too. A POSIX path ``/data/pic/a.jpg``
+is ``/files/data/pic/a.jpg``. The server maps it with the same prefixes as the
+legacy TCP listener (:mod:`datahubsync.pictures.paths`), so one column value
+works for both transports and the client needs no knowledge of the roots.
+
+Answers: 401 without a token of ``serve.api_tokens`` (``Authorization: Bearer``
+or ``X-API-Key``, constant-time); 200/206 with Range, ETag, Last-Modified,
+If-None-Match → 304 and sendfile (aiohttp's FileResponse); 404 with an empty
+body for everything else: refused paths, symlinks leaving the root, missing or
+unreadable files and directories all get the very same answer.
+
+Per-request work is kept small because it dominates for 200 KB files: the
+path is parsed in memory, the confined walk, the stat and the open run on the
+event loop instead of in two executor round trips (see INLINE_OPEN), and there
+is no probing for ``.gz``/``.br`` variants (pictures are not precompressed).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import pathlib
+from dataclasses import dataclass
+from typing import Any
+
+from aiohttp import hdrs, web
+from aiohttp.web_fileresponse import _FileResponseResult
+
+from datahubsync.core.auth import presented_token, token_matches
+from datahubsync.core.config import LoadedConfig
+from datahubsync.core.lastsend import LastSend, last_send_path
+from datahubsync.core.metrics import Metrics
+from datahubsync.pictures.paths import Mapped, Root, make_roots, map_path, resolve_beneath
+from datahubsync.pictures.sendstats import SendStats
+
+log = logging.getLogger(__name__)
+ROUTE = r"/files/{path:[\s\S]+}"  # any character: control ones get the same 404
+TRANSPORT = "http"
+
+
+@dataclass(frozen=True)
+class PictureService:
+    """What both transports need: the roots, the accepted tokens, the counters."""
+
+    roots: tuple[Root, ...]
+    tokens: tuple[str, ...]
+    stats: SendStats
+
+
+SERVICE = web.AppKey("pictures_service", PictureService)
+
+
+def url_path_to_client(path: str) -> str:
+    """The client path a ``/files/`` URL names (its part after ``/files/``, decoded)."""
+    if (len(path) >= 2 and path[1] == ":") or path.startswith(("/", "\\")):
+        return path
+    return "/" + path  # /files/data/pic/a.jpg names /data/pic/a.jpg
+
+
+class PictureFileResponse(web.FileResponse):
+    """A FileResponse whose executor call walks the root (see the module docstring).
+
+    Hooks private parts of aiohttp's FileResponse (pinned in constraints.txt;
+    tests/test_pictures_serve.py fails if they change):
+    ``_get_file_path_stat_encoding`` (confinement, no compressed variants),
+    ``_make_response`` (an unreadable file answers 404, not 403), and
+    ``_prepare_open_file`` and friends, called without the executor (INLINE_OPEN).
+    """
+
+    # The walk (a few lstat), the stat and the open run on the event loop: microseconds
+    # with the dentry and inode caches warm, and the executor round trips they replace
+    # halved the requests/s of 200 KB files (bench/README.md). On a cold, slow disk a
+    # worker waits for the seek; set False to go back to aiohttp's executor calls.
+    INLINE_OPEN = True
+
+    def __init__(self, mapped: Mapped | None, stats: SendStats) -> None:
+        super().__init__(mapped.local if mapped else "/nonexistent")
+        self._mapped = mapped
+        self._stats = stats
+
+    def _get_file_path_stat_encoding(
+        self, accept_encoding: str
+    ) -> tuple[pathlib.Path | None, os.stat_result, str | None]:
+        found = None
+        if self._mapped is not None:
+            found = resolve_beneath(self._mapped.root.path, self._mapped.parts)
+        if found is None:
+            raise FileNotFoundError("not served")  # FileResponse answers 404
+        return pathlib.Path(found[0]), found[1], None
+
+    def _make_response(self, request: web.BaseRequest, accept_encoding: str) -> Any:
+        try:
+            return super()._make_response(request, accept_encoding)  # type: ignore[misc]
+        except PermissionError:
+            raise FileNotFoundError("not served") from None
+
+    async def _prepare_inline(self, request: web.BaseRequest) -> Any:
+        """FileResponse.prepare without its two executor hops (walk+stat+open, close)."""
+        try:
+            result, fobj, st, encoding = self._make_response(request, "")
+        except OSError:
+            self.set_status(404)
+            return await web.StreamResponse.prepare(self, request)
+        if result is _FileResponseResult.PRE_CONDITION_FAILED:
+            return await self._precondition_failed(request)
+        if result is _FileResponseResult.NOT_MODIFIED:
+            return await self._not_modified(request, f"{st.st_mtime_ns:x}-{st.st_size:x}",
+                                            st.st_mtime)
+        assert fobj is not None
+        try:
+            return await self._prepare_open_file(request, fobj, st, encoding)
+        finally:
+            fobj.close()
+
+    async def prepare(self, request: web.BaseRequest) -> Any:
+        try:
+            writer = await (self._prepare_inline(request) if self.INLINE_OPEN
+                            else super().prepare(request))
+        except (ConnectionError, OSError):
+            self._stats.error(TRANSPORT, "client_gone")
+            raise
+        status = self.status
+        if status in (200, 206):
+            if request.method != hdrs.METH_HEAD:
+                self._stats.sent(TRANSPORT, self.content_length or 0)
+        elif status == 404:
+            self._stats.error(TRANSPORT, "not_found" if self._mapped else "refused")
+        elif status != 304:
+            self._stats.error(TRANSPORT, f"status_{status}")
+        return writer
+
+
+async def get_file(request: web.Request) -> web.StreamResponse:
+    service = request.app[SERVICE]
+    if not token_matches(presented_token(request.headers), service.tokens):
+        service.stats.error(TRANSPORT, "unauthorized")
+        return web.Response(status=401, headers={"WWW-Authenticate": "Bearer"})
+    mapped = map_path(url_path_to_client(request.match_info["path"]), service.roots)
+    return PictureFileResponse(mapped, service.stats)
+
+
+def setup(app: web.Application, loaded: LoadedConfig, metrics: Metrics) -> None:
+    """Mount ``/files`` when ``serve.picture_roots`` is set; keep the last-send record."""
+    cfg = loaded.config.serve
+    if not cfg.picture_roots:
+        return
+    roots = make_roots((r.prefix, r.path) for r in cfg.picture_roots)
+    for root in roots:
+        if not os.path.isdir(root.path):
+            log.warning("picture root %s -> %s is not a directory (yet): its files get 404",
+                        root.label, root.path)
+    stats = SendStats(metrics, LastSend(last_send_path(loaded.state_dir)))
+    app[SERVICE] = PictureService(roots, tuple(cfg.api_tokens), stats)
+    app.router.add_get(ROUTE, get_file)
+    app.cleanup_ctx.append(stats.background)

@@ -1,0 +1,69 @@
+"""A real ``serve`` with picture roots and the legacy TCP listener, on a traversal tree."""
+
+from __future__ import annotations
+
+import re
+import socket
+import time
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tests.helpers import Hub
+from tests.traversal_corpus import PREFIX, Tree, build_tree
+
+TOKEN = "picture-token-0123456789"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class PictureHub:
+    hub: Hub
+    tree: Tree
+    tcp_port: int
+
+    @property
+    def url(self) -> str:
+        return self.hub.url
+
+    def metrics(self) -> str:
+        with urllib.request.urlopen(f"{self.url}/metrics", timeout=10) as response:
+            return response.read().decode()
+
+    def metric(self, name: str, **labels: str) -> float:
+        """Summed over all workers (any worker answers /metrics)."""
+        wanted = ",".join(f'{k}="{v}"' for k, v in sorted(labels.items()))
+        pattern = "^" + re.escape(f"{name}{{{wanted}}}" if wanted else name) + r" (\S+)$"
+        found = re.search(pattern, self.metrics(), re.M)
+        return float(found.group(1)) if found else 0.0
+
+    def wait_metric(self, name: str, at_least: float, timeout: float = 10,
+                    **labels: str) -> float:
+        deadline = time.monotonic() + timeout
+        while True:
+            value = self.metric(name, **labels)
+            if value >= at_least or time.monotonic() > deadline:
+                return value
+            time.sleep(0.1)
+
+
+def start_picture_hub(tmp: Path, legacy: dict[str, Any] | None = None,
+                      picture_bytes: int = 4096, **serve: Any) -> PictureHub:
+    tree = build_tree(tmp / "tree", picture_bytes)
+    (tmp / "data").mkdir(exist_ok=True)
+    port = free_port()
+    settings: dict[str, Any] = {
+        "api_tokens": [TOKEN],
+        "picture_roots": [{"prefix": PREFIX, "path": str(tree.root)}],
+        "legacy_tcp": {"host": "127.0.0.1", "port": port, "read_timeout": 2,
+                       "idle_timeout": 2, **(legacy or {})},
+    }
+    settings.update(serve)
+    hub = Hub(tmp, tmp / "data", **settings).start()
+    return PictureHub(hub, tree, port)
