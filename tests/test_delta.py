@@ -204,7 +204,15 @@ def test_kill_9_while_applying_leaves_old_or_new(tmp_path: Path) -> None:
             kills += 1
             siblings = list(local.parent.glob(".alpha.dhs-*"))
             mid_build += any("-new-" in p.name or "-delta-" in p.name for p in siblings)
-            assert tree_bytes(local) in (old, new), f"mixed tree after a kill at {delay:.2f}s"
+            now = tree_bytes(local)
+            if now not in (old, new):
+                differs = sorted(k for k in set(now) | set(new) | set(old)
+                                 if now.get(k) not in (old.get(k), new.get(k))
+                                 or (now.get(k) == old.get(k)) != (now == old))
+                raise AssertionError(
+                    f"mixed tree after a kill at {delay:.2f}s: {len(now)} files (old "
+                    f"{len(old)}, new {len(new)}); differing: {differs[:10]}; siblings "
+                    f"{[p.name for p in siblings]}")
             delay += 0.03
         assert kills >= 3 and mid_build >= 1
         result = sync(cfg)["alpha"]
