@@ -206,12 +206,13 @@ def test_kill_9_while_applying_leaves_old_or_new(tmp_path: Path) -> None:
             mid_build += any("-new-" in p.name or "-delta-" in p.name for p in siblings)
             now = tree_bytes(local)
             if now not in (old, new):
-                differs = sorted(k for k in set(now) | set(new) | set(old)
-                                 if now.get(k) not in (old.get(k), new.get(k))
-                                 or (now.get(k) == old.get(k)) != (now == old))
+                keys = set(now) | set(new) | set(old)
+                not_new = sorted(k for k in keys if now.get(k) != new.get(k))
+                not_old = sorted(k for k in keys if now.get(k) != old.get(k))
                 raise AssertionError(
                     f"mixed tree after a kill at {delay:.2f}s: {len(now)} files (old "
-                    f"{len(old)}, new {len(new)}); differing: {differs[:10]}; siblings "
+                    f"{len(old)}, new {len(new)}); unlike new: {not_new[:10]}; unlike old: "
+                    f"{not_old[:10]}; siblings "
                     f"{[p.name for p in siblings]}")
             delay += 0.03
         assert kills >= 3 and mid_build >= 1
