@@ -48,7 +48,7 @@ def next_version(hub: Hub, name: str, previous: str, with_deltas: int = 1) -> di
 def setup(tmp_path: Path) -> Any:
     data = tmp_path / "data"
     make_dataset(data / "alpha", files=30, rows=200, seed=3)
-    hub = Hub(tmp_path, data).start()
+    hub = Hub(tmp_path, data, debounce=0.5).start()  # build once every file has its new row
     entry = hub.wait_ready("alpha")
     cfg = client_config(tmp_path, hub.url, ["alpha"])
     first = sync(cfg)["alpha"]
@@ -181,7 +181,9 @@ def test_hand_edited_local_file_is_detected(setup: Any, tmp_path: Path) -> None:
 def test_kill_9_while_applying_leaves_old_or_new(tmp_path: Path) -> None:
     data = tmp_path / "data"
     make_dataset(data / "alpha", files=600, rows=50, seed=5)
-    hub = Hub(tmp_path, data).start()
+    # debounce: appending to 600 files takes a while, and a package built half-way
+    # through would be a version unlike both snapshots the test compares against
+    hub = Hub(tmp_path, data, debounce=1.0).start()
     try:
         v1 = hub.wait_ready("alpha")
         cfg = client_config(tmp_path, hub.url, ["alpha"])
