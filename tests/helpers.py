@@ -19,6 +19,15 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def free_port() -> int:
+    """A TCP port nothing listens on right now (for servers the tests start)."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
 def cli_argv() -> list[str]:
     """How to start datahubsync: the frozen binary when DATAHUBSYNC_BIN is set."""
     binary = os.environ.get("DATAHUBSYNC_BIN")

@@ -13,7 +13,6 @@ import glob
 import os
 import pwd
 import shutil
-import socket
 import subprocess
 import tempfile
 import uuid
@@ -21,6 +20,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from tests.helpers import free_port
 
 PG_URL_ENV = "DATAHUBSYNC_TEST_PG_URL"
 DEFAULT_PG_URL = "postgresql://postgres@127.0.0.1:5432/test"
@@ -49,10 +50,6 @@ def _pg_binary(name: str) -> str | None:
     return candidates[-1] if candidates else None
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def _throwaway(base: Path) -> tuple[str, list[str]]:
@@ -66,7 +63,7 @@ def _throwaway(base: Path) -> tuple[str, list[str]]:
         user = "postgres" if _user_exists("postgres") else "nobody"
         shutil.chown(base, user)
         prefix = ["runuser", "-u", user, "--"]
-    port = _free_port()
+    port = free_port()
     subprocess.run(prefix + [initdb, "-D", str(data), "-U", "postgres", "--auth=trust",
                              "-E", "UTF8"], check=True, capture_output=True)
     subprocess.run(prefix + [pg_ctl, "-D", str(data), "-w", "-l", str(base / "log"), "-o",

@@ -3,23 +3,18 @@
 from __future__ import annotations
 
 import re
-import socket
 import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.helpers import Hub
+from tests.helpers import Hub, free_port
 from tests.traversal_corpus import PREFIX, Tree, build_tree
 
 TOKEN = "picture-token-0123456789"
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass

@@ -13,16 +13,12 @@ from pathlib import Path
 import pytest
 
 from tests.frozen import frozen_binary
-from tests.helpers import ROOT
+from tests.helpers import ROOT, free_port
 from tests.pgserver import in_ci
 
 SSHD = Path("/usr/sbin/sshd")
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture
