@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import Hub, make_dataset
+from tests.mysqlserver import mysql_table, mysql_url  # noqa: F401 - fixtures for every module
 from tests.pgserver import pg_table, pg_url  # noqa: F401 - fixtures for every module
 
 

@@ -13,6 +13,7 @@ from datahubsync.cli.batch import batch
 from datahubsync.cli.datasets import datasets
 from datahubsync.cli.doctor import doctor
 from datahubsync.cli.logs import logs
+from datahubsync.cli.pictures import pictures
 from datahubsync.cli.runner import AppContext, json_option
 from datahubsync.cli.serve import serve
 from datahubsync.core.errors import EXIT_STATUS_HELP
@@ -72,6 +73,7 @@ cli.add_command(serve)
 cli.add_command(doctor)
 cli.add_command(batch)
 cli.add_command(logs)
+cli.add_command(pictures)
 
 
 def main() -> None:

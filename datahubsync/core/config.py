@@ -130,6 +130,71 @@ class LogsConfig(_Section):
         return value
 
 
+_SQL_NAME = r"^[A-Za-z_][A-Za-z0-9_$#]*(\.[A-Za-z_][A-Za-z0-9_$#]*)?$"
+_SEED_IMAGE_COLUMNS = [f"{kind}_IMAGE_PATH{i}" for kind in ("TARE", "GROSS") for i in range(1, 5)]
+
+
+class OracleOptions(_Section):
+    """python-oracledb: thin mode (no Instant Client) unless ``lib_dir`` is set."""
+
+    lib_dir: Path | None = None  # thick mode, initialised once per process; PATH is never touched
+
+
+class PicturesConfig(_Section):
+    """``datahubsync pictures``: fetch every picture of every task, lose none."""
+
+    source: Literal["sql", "push"] = "sql"
+    database_url: str | None = None  # SQLAlchemy URL of the task table (source: sql)
+    table: str = Field("jlyxz.PIC_MATCHTASK", pattern=_SQL_NAME)
+    created_column: str = Field("CREATED_TIME", pattern=_SQL_NAME)
+    id_column: str = Field("TASK_ID", pattern=_SQL_NAME)
+    image_columns: list[str] = Field(default_factory=lambda: list(_SEED_IMAGE_COLUMNS),
+                                     min_length=1)
+    batch_size: int = Field(500, ge=1, le=100_000)  # rows per keyset page
+    lookback_minutes: float = Field(10, ge=0)  # re-read so rows committed late are not skipped
+    oracle_compat: Literal["11g"] | None = None  # 11g: ROWNUM paging instead of FETCH FIRST
+    oracle: OracleOptions = Field(default_factory=OracleOptions)
+    poll_interval: float = Field(300, gt=0)
+    legacy_progress_file: Path | None = None  # the old client's sync_progress.json
+    ledger_url: str | None = None  # postgresql://...; None = SQLite in {state_dir}/pictures
+    transport: Literal["http", "legacy-tcp"] = "http"
+    server_url: str | None = None  # http://host:8080 (serve with picture_roots)
+    token: str | None = None  # secret: set DATAHUBSYNC_PICTURES__TOKEN
+    legacy_host: str | None = None  # legacy-tcp: the old server.py
+    legacy_port: int = Field(5000, ge=1, le=65535)
+    workers: int = Field(8, ge=1, le=256)
+    timeout: float = Field(60, gt=0)  # seconds a transfer may make no progress
+    local_root: Path = Path("pictures")
+    give_up_after: float = Field(7 * 86400, gt=0)  # a failing file is given up after this
+    retry_initial: float = Field(60, gt=0)  # backoff of failed files: first delay, doubling
+    retry_max: float = Field(3600, gt=0)
+    missing_attempts: int = Field(3, ge=1)  # "not found" this many times: recorded missing
+    process_command: list[str] | None = Field(None, min_length=1)  # argv template, no shell
+    process_timeout: float = Field(600, gt=0)
+    callback_url: str | None = None  # POSTed the processing result
+    retry_after: float = Field(1800, gt=0)  # a step not done this long after it was due
+    stall_timeout: float = Field(7200, gt=0)  # no progress this long: exit so systemd restarts
+    supervise_delay: float = Field(10, ge=0)  # --supervise: wait before restarting the worker
+    max_push_bytes: int = Field(64 * 1024, gt=0)  # push API: body limit
+
+    @field_validator("server_url", "callback_url")
+    @classmethod
+    def _http(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        return value.rstrip("/") if value else value
+
+    @field_validator("image_columns")
+    @classmethod
+    def _columns(cls, value: list[str]) -> list[str]:
+        import re
+
+        for name in value:
+            if not re.match(_SQL_NAME, name):
+                raise ValueError(f"{name!r} is not a column name")
+        return value
+
+
 class PictureRoot(_Section):
     """Client path prefix (as in the task table) → directory on this host, for ``/files``."""
 
@@ -294,6 +359,7 @@ class Config(_Section):
     logging: LoggingConfig = Field(default_factory=LoggingConfig)
     batch: BatchConfig = Field(default_factory=BatchConfig)
     logs: LogsConfig = Field(default_factory=LogsConfig)
+    pictures: PicturesConfig = Field(default_factory=PicturesConfig)
 
 
 @dataclass(frozen=True)
@@ -404,6 +470,10 @@ def _resolve_paths(config: Config, base: Path) -> Config:
         root.path = fix(root.path) or root.path
     config.batch.calendar = fix(config.batch.calendar)
     config.logs.log_dir = fix(config.logs.log_dir) or config.logs.log_dir
+    pics = config.pictures
+    pics.local_root = fix(pics.local_root) or pics.local_root
+    pics.legacy_progress_file = fix(pics.legacy_progress_file)
+    pics.oracle.lib_dir = fix(pics.oracle.lib_dir)
     for job in config.batch.jobs.values():
         source = getattr(job, "source", None)
         if source is not None and source.glob is not None:

@@ -1,0 +1,403 @@
+"""The task ledger: one row per task and per file, so no picture is ever lost.
+
+The seed advanced its progress file past tasks whose downloads had failed,
+and those pictures were gone for good. Here a task source only *adds* rows;
+its cursor moves in the same transaction that stores the task and all its
+files, and the files then live in the ledger until they are downloaded,
+recorded as missing on the server, or given up after ``give_up_after``.
+
+File states: ``pending`` → ``downloaded`` | ``missing`` (the server said "not
+found" ``missing_attempts`` times) | ``failed`` (waiting for its next attempt,
+with backoff) → ``given_up``. Task states: ``pending`` (files outstanding) →
+``downloaded`` → ``processed`` → ``reported``, or ``failed`` (a file given up,
+or processing/callback failing for ``give_up_after``). ``due_at`` says when a
+task's next step is due; a step not done ``retry_after`` after it was due is
+tried again. The index on ``(state, due_at)`` is the seed's composite index
+(isRequired, isDealt, isReported, callTime) with the three flags folded into
+one ordered state column.
+
+SQLite (WAL, ``synchronous=FULL``: a push is acknowledged only once it is on
+disk) by default, PostgreSQL by URL, through SQLAlchemy Core. One writer per
+process: the worker's main thread, or the ``serve`` process taking pushes.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+
+from datahubsync.core.dburl import redact
+
+FILE_STATES = ("pending", "downloaded", "missing", "failed", "given_up")
+TASK_STATES = ("pending", "downloaded", "processed", "reported", "failed")
+
+metadata = sa.MetaData()
+tasks = sa.Table(
+    "pic_tasks", metadata,
+    sa.Column("task_id", sa.String(200), primary_key=True),
+    sa.Column("source", sa.String(16), nullable=False),
+    sa.Column("created_time", sa.String(40)),
+    sa.Column("camera_id", sa.String(200)),
+    sa.Column("received_at", sa.Float, nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("due_at", sa.Float, nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    sa.Column("last_error", sa.Text),
+    sa.Column("result", sa.Text),
+    sa.Column("updated_at", sa.Float, nullable=False),
+    sa.Index("ix_pic_tasks_state_due", "state", "due_at"),
+)
+files = sa.Table(
+    "pic_files", metadata,
+    sa.Column("task_id", sa.String(200), primary_key=True),
+    sa.Column("idx", sa.Integer, primary_key=True),
+    sa.Column("remote", sa.Text, nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("attempts", sa.Integer, nullable=False, default=0),
+    sa.Column("not_found", sa.Integer, nullable=False, default=0),
+    sa.Column("last_error", sa.Text),
+    sa.Column("first_seen", sa.Float, nullable=False),
+    sa.Column("next_attempt_at", sa.Float, nullable=False),
+    sa.Column("size", sa.BigInteger),
+    sa.Column("done_at", sa.Float),
+    sa.Index("ix_pic_files_state_next", "state", "next_attempt_at"),
+)
+cursors = sa.Table(
+    "pic_cursor", metadata,
+    sa.Column("name", sa.String(64), primary_key=True),
+    sa.Column("position", sa.Text, nullable=False),  # JSON: see sources.Position
+    sa.Column("updated_at", sa.Float, nullable=False),
+)
+meta = sa.Table(
+    "pic_meta", metadata,
+    sa.Column("key", sa.String(64), primary_key=True),
+    sa.Column("value", sa.Text, nullable=False),
+)
+
+
+@dataclass(frozen=True)
+class NewTask:
+    """A task as a source hands it over: its id, when, and its pictures (paths or URLs)."""
+
+    task_id: str
+    images: tuple[str, ...]
+    created_time: str | None = None
+    camera_id: str | None = None
+    source: str = "sql"
+
+
+@dataclass(frozen=True)
+class FileRow:
+    task_id: str
+    idx: int
+    remote: str
+    attempts: int
+    not_found: int
+    first_seen: float
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one transfer attempt came to."""
+
+    row: FileRow
+    state: str  # downloaded | not_found | error
+    size: int | None = None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class RetryRules:
+    initial: float
+    maximum: float
+    give_up_after: float
+    missing_attempts: int
+
+    def delay(self, attempts: int) -> float:
+        return min(self.maximum, self.initial * 2 ** max(0, attempts - 1))
+
+
+def ledger_url(configured: str | None, state_dir: Path) -> str:
+    return configured or f"sqlite:///{state_dir / 'pictures' / 'ledger.db'}"
+
+
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=FULL")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.close()
+
+
+def _engine(url: str) -> sa.Engine:
+    if url.startswith("sqlite"):
+        path = url.split("///", 1)[-1]
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+        sa.event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    if url.startswith(("postgresql://", "postgres://")):
+        url = "postgresql+psycopg://" + url.split("://", 1)[1]
+    return sa.create_engine(url, pool_pre_ping=True, pool_size=2)
+
+
+class Ledger:
+    """The ledger's whole API; every method is one transaction."""
+
+    def __init__(self, url: str, clock: Callable[[], float] = time.time) -> None:
+        self.url = url
+        self.clock = clock
+        self.engine = _engine(url)
+        try:
+            metadata.create_all(self.engine, checkfirst=True)
+        except sa.exc.SQLAlchemyError as exc:
+            from datahubsync.core.errors import TempFailError
+
+            raise TempFailError(f"task ledger {redact(url)}: {exc.__class__.__name__}: "
+                                f"{str(exc.orig if hasattr(exc, 'orig') else exc)[:200]}") from None
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, *_exc: Any) -> None:
+        self.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[sa.Connection]:
+        with self.engine.begin() as conn:
+            yield conn
+
+    # --- adding tasks -------------------------------------------------------------------
+
+    def add_tasks(self, new: Sequence[NewTask], cursor: tuple[str, str] | None = None) -> int:
+        """Store tasks not yet known (with all their files) and move ``cursor``; one transaction.
+
+        Returns how many tasks were new. Known task ids are ignored, so a
+        lookback window or a repeated push never duplicates anything.
+        """
+        now = self.clock()
+        with self._tx() as conn:
+            ids = [t.task_id for t in new]
+            known: set[str] = set()
+            for start in range(0, len(ids), 500):
+                chunk = ids[start:start + 500]
+                known.update(r[0] for r in conn.execute(
+                    sa.select(tasks.c.task_id).where(tasks.c.task_id.in_(chunk))))
+            fresh = [t for t in new if t.task_id not in known]
+            fresh = list({t.task_id: t for t in fresh}.values())
+            if fresh:
+                conn.execute(tasks.insert(), [
+                    {"task_id": t.task_id, "source": t.source, "created_time": t.created_time,
+                     "camera_id": t.camera_id, "received_at": now,
+                     "state": "pending" if t.images else "downloaded", "due_at": now,
+                     "attempts": 0, "updated_at": now} for t in fresh])
+                rows = [{"task_id": t.task_id, "idx": i, "remote": path, "state": "pending",
+                         "attempts": 0, "not_found": 0, "first_seen": now,
+                         "next_attempt_at": now}
+                        for t in fresh for i, path in enumerate(t.images)]
+                if rows:
+                    conn.execute(files.insert(), rows)
+            if cursor is not None:
+                self._set_cursor(conn, *cursor)
+        return len(fresh)
+
+    def _set_cursor(self, conn: sa.Connection, name: str, position: str) -> None:
+        updated = conn.execute(cursors.update().where(cursors.c.name == name)
+                               .values(position=position, updated_at=self.clock()))
+        if updated.rowcount == 0:
+            conn.execute(cursors.insert().values(name=name, position=position,
+                                                 updated_at=self.clock()))
+
+    def cursor(self, name: str) -> str | None:
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(cursors.c.position)
+                                .where(cursors.c.name == name)).scalar()
+
+    def set_cursor(self, name: str, position: str) -> None:
+        with self._tx() as conn:
+            self._set_cursor(conn, name, position)
+
+    # --- files --------------------------------------------------------------------------
+
+    def due_files(self, limit: int) -> list[FileRow]:
+        now = self.clock()
+        query = (sa.select(files.c.task_id, files.c.idx, files.c.remote, files.c.attempts,
+                           files.c.not_found, files.c.first_seen)
+                 .where(files.c.state.in_(("pending", "failed")),
+                        files.c.next_attempt_at <= now)
+                 .order_by(files.c.next_attempt_at, files.c.task_id, files.c.idx).limit(limit))
+        with self.engine.connect() as conn:
+            return [FileRow(*r) for r in conn.execute(query)]
+
+    def next_file_due(self) -> float | None:
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(sa.func.min(files.c.next_attempt_at))
+                                .where(files.c.state.in_(("pending", "failed")))).scalar()
+
+    def record(self, outcomes: Iterable[Outcome], rules: RetryRules) -> None:
+        """Store transfer outcomes (one transaction for the lot)."""
+        now = self.clock()
+        with self._tx() as conn:
+            for out in outcomes:
+                row = out.row
+                attempts = row.attempts + 1
+                where = sa.and_(files.c.task_id == row.task_id, files.c.idx == row.idx)
+                if out.state == "downloaded":
+                    values: dict[str, Any] = {"state": "downloaded", "size": out.size,
+                                              "done_at": now, "last_error": None}
+                elif out.state == "not_found" and row.not_found + 1 >= rules.missing_attempts:
+                    values = {"state": "missing", "not_found": row.not_found + 1,
+                              "done_at": now, "last_error": out.error or "not found on server"}
+                else:
+                    given_up = now - row.first_seen >= rules.give_up_after
+                    values = {"state": "given_up" if given_up else "failed",
+                              "last_error": (out.error or "failed")[:500],
+                              "next_attempt_at": now + rules.delay(attempts)}
+                    if out.state == "not_found":
+                        values["not_found"] = row.not_found + 1
+                conn.execute(files.update().where(where).values(attempts=attempts, **values))
+            self._settle(conn, now)
+
+    def _settle(self, conn: sa.Connection, now: float) -> None:
+        """Pending tasks with no file outstanding become downloaded (or failed)."""
+        outstanding = sa.select(files.c.task_id).where(
+            files.c.task_id == tasks.c.task_id,
+            files.c.state.in_(("pending", "failed"))).exists()
+        given_up = sa.select(files.c.task_id).where(
+            files.c.task_id == tasks.c.task_id, files.c.state == "given_up").exists()
+        conn.execute(tasks.update().where(tasks.c.state == "pending", ~outstanding, given_up)
+                     .values(state="failed", last_error="a file was given up", updated_at=now))
+        conn.execute(tasks.update().where(tasks.c.state == "pending", ~outstanding)
+                     .values(state="downloaded", due_at=now, updated_at=now))
+
+    # --- task steps (process, callback) -------------------------------------------------
+
+    def due_tasks(self, state: str, limit: int = 100) -> list[tuple[str, int]]:
+        query = (sa.select(tasks.c.task_id, tasks.c.attempts)
+                 .where(tasks.c.state == state, tasks.c.due_at <= self.clock())
+                 .order_by(tasks.c.due_at).limit(limit))
+        with self.engine.connect() as conn:
+            return [(r[0], r[1]) for r in conn.execute(query)]
+
+    def task_files(self, task_id: str) -> list[tuple[int, str, str]]:
+        with self.engine.connect() as conn:
+            return [(r[0], r[1], r[2]) for r in conn.execute(
+                sa.select(files.c.idx, files.c.remote, files.c.state)
+                .where(files.c.task_id == task_id).order_by(files.c.idx))]
+
+    def task_info(self, task_id: str) -> dict[str, Any] | None:
+        with self.engine.connect() as conn:
+            row = conn.execute(sa.select(tasks).where(tasks.c.task_id == task_id)).mappings()
+            found = row.first()
+            return dict(found) if found else None
+
+    def step_done(self, task_id: str, state: str, result: Any = None) -> None:
+        now = self.clock()
+        values: dict[str, Any] = {"state": state, "due_at": now, "updated_at": now,
+                                  "attempts": 0, "last_error": None}
+        if result is not None:
+            values["result"] = json.dumps(result, ensure_ascii=False)
+        with self._tx() as conn:
+            conn.execute(tasks.update().where(tasks.c.task_id == task_id).values(**values))
+
+    def step_failed(self, task_id: str, error: str, retry_after: float,
+                    give_up_after: float) -> None:
+        now = self.clock()
+        with self._tx() as conn:
+            row = conn.execute(sa.select(tasks.c.received_at, tasks.c.attempts)
+                               .where(tasks.c.task_id == task_id)).first()
+            if row is None:
+                return
+            values: dict[str, Any] = {"attempts": row[1] + 1, "last_error": error[:500],
+                                      "due_at": now + retry_after, "updated_at": now}
+            if now - row[0] >= give_up_after:
+                values["state"] = "failed"
+            conn.execute(tasks.update().where(tasks.c.task_id == task_id).values(**values))
+
+    # --- status, retry, forget ----------------------------------------------------------
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        with self.engine.connect() as conn:
+            by_file = dict(conn.execute(sa.select(files.c.state, sa.func.count())
+                                        .group_by(files.c.state)).all())
+            by_task = dict(conn.execute(sa.select(tasks.c.state, sa.func.count())
+                                        .group_by(tasks.c.state)).all())
+        return {"files": {s: int(by_file.get(s, 0)) for s in FILE_STATES},
+                "tasks": {s: int(by_task.get(s, 0)) for s in TASK_STATES}}
+
+    def problems(self, limit: int = 50) -> list[dict[str, Any]]:
+        """Files that are failing, missing or given up, oldest first."""
+        query = (sa.select(files.c.task_id, files.c.idx, files.c.remote, files.c.state,
+                           files.c.attempts, files.c.last_error, files.c.next_attempt_at)
+                 .where(files.c.state.in_(("failed", "missing", "given_up")))
+                 .order_by(files.c.first_seen, files.c.task_id, files.c.idx).limit(limit))
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(query).mappings()]
+
+    def failed_tasks(self, limit: int = 50) -> list[dict[str, Any]]:
+        query = (sa.select(tasks.c.task_id, tasks.c.state, tasks.c.attempts,
+                           tasks.c.last_error, tasks.c.due_at)
+                 .where(sa.or_(tasks.c.state == "failed",
+                               sa.and_(tasks.c.attempts > 0,
+                                       tasks.c.state.in_(("downloaded", "processed")))))
+                 .order_by(tasks.c.received_at).limit(limit))
+        with self.engine.connect() as conn:
+            return [dict(r) for r in conn.execute(query).mappings()]
+
+    def retry(self, task_ids: Sequence[str] | None, include_final: bool) -> int:
+        """Make waiting failures due now; ``include_final`` also reopens missing/given-up ones.
+
+        Reopened files and tasks start their ``give_up_after`` clock again.
+        Returns how many files and task steps were made due.
+        """
+        now = self.clock()
+        only_files = [files.c.task_id.in_(task_ids)] if task_ids else []
+        only_tasks = [tasks.c.task_id.in_(task_ids)] if task_ids else []
+        with self._tx() as conn:
+            changed = conn.execute(files.update().where(files.c.state == "failed", *only_files)
+                                   .values(next_attempt_at=now)).rowcount
+            if include_final:
+                changed += conn.execute(
+                    files.update().where(files.c.state.in_(("missing", "given_up")),
+                                         *only_files)
+                    .values(state="pending", next_attempt_at=now, first_seen=now, attempts=0,
+                            not_found=0, done_at=None)).rowcount
+                outstanding = sa.select(files.c.task_id).where(
+                    files.c.task_id == tasks.c.task_id,
+                    files.c.state.in_(("pending", "failed"))).exists()
+                conn.execute(tasks.update().where(
+                    tasks.c.state.in_(("failed", "downloaded")), outstanding, *only_tasks)
+                    .values(state="pending", received_at=now, updated_at=now))
+                conn.execute(tasks.update().where(tasks.c.state == "failed", *only_tasks)
+                             .values(state="downloaded", received_at=now, due_at=now,
+                                     attempts=0, updated_at=now))
+            changed += conn.execute(tasks.update().where(
+                tasks.c.state.in_(("downloaded", "processed")), tasks.c.due_at > now,
+                *only_tasks).values(due_at=now)).rowcount
+        return changed
+
+    def forget(self, task_id: str) -> bool:
+        with self._tx() as conn:
+            conn.execute(files.delete().where(files.c.task_id == task_id))
+            return conn.execute(tasks.delete().where(tasks.c.task_id == task_id)).rowcount > 0
+
+    def get_meta(self, key: str) -> str | None:
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(meta.c.value).where(meta.c.key == key)).scalar()
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self._tx() as conn:
+            if conn.execute(meta.update().where(meta.c.key == key)
+                            .values(value=value)).rowcount == 0:
+                conn.execute(meta.insert().values(key=key, value=value))

@@ -1,0 +1,232 @@
+r"""Fetching one picture into the local mirror: HTTP (``serve``'s ``/files``) or legacy TCP.
+
+Local path = ``local_root`` + the server path with its drive and leading
+separators dropped, as the seed did (``D:\pic\2025\a.jpg`` → ``{local_root}/
+pic/2025/a.jpg``), so an existing mirror is reused. The path is parsed by
+the same code the server uses to confine requests
+(:func:`datahubsync.pictures.paths.split_client_path`): a task row holding
+``..`` or a UNC path is refused, never written outside ``local_root``. URLs
+(push tasks may carry them) go under ``{local_root}/_urls/{host}/...``.
+
+A file that already exists with the size the server announces is skipped
+(HTTP: a HEAD; legacy TCP: the size in the answer's header, then the
+connection is dropped before the bytes). Everything else is written to a
+temp name beside the target, checked against the announced size, fsync'ed and
+renamed, so a kill -9 or a cut connection never leaves a half picture under
+the final name.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import struct
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+from urllib.parse import quote, unquote, urlsplit
+
+import requests
+
+from datahubsync.core.http import describe_error
+from datahubsync.pictures.paths import split_client_path
+
+CHUNK = 256 * 1024
+_LEN = struct.Struct(">I")
+_SIZE = struct.Struct(">Q")
+
+
+class UnsafePath(ValueError):
+    """A task names a path that would leave the local root."""
+
+
+@dataclass(frozen=True)
+class Fetched:
+    state: str  # downloaded | not_found | error
+    size: int | None = None
+    error: str | None = None
+    skipped: bool = False
+
+
+class Transport(Protocol):
+    def fetch(self, remote: str, dest: Path) -> Fetched: ...
+
+    def close(self) -> None: ...
+
+
+def is_url(remote: str) -> bool:
+    return remote.startswith(("http://", "https://"))
+
+
+def local_path(local_root: Path, remote: str) -> Path:
+    """Where ``remote`` (a server path or a URL) lives in the mirror; UnsafePath if nowhere."""
+    if is_url(remote):
+        url = urlsplit(remote)
+        parsed = split_client_path("/" + unquote(url.path).lstrip("/"))
+        if parsed is None or not parsed.parts or not url.hostname:
+            raise UnsafePath(f"refused URL path: {remote!r}")
+        return local_root.joinpath("_urls", url.hostname, *parsed.parts)
+    parsed = split_client_path(remote)
+    if parsed is None or not parsed.parts:
+        raise UnsafePath(f"refused path: {remote!r}")
+    return local_root.joinpath(*parsed.parts)
+
+
+def _existing_size(dest: Path) -> int | None:
+    try:
+        return dest.stat().st_size
+    except FileNotFoundError:
+        return None
+
+
+class _TempWriter:
+    """Write to ``.name.part-PID-TID`` beside ``dest``; ``commit`` fsyncs and renames."""
+
+    def __init__(self, dest: Path) -> None:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        self.dest = dest
+        self.tmp = dest.with_name(f".{dest.name}.part-{os.getpid()}-{threading.get_ident()}")
+        self.fobj = open(self.tmp, "wb")  # noqa: SIM115 - closed in commit/abort
+        self.size = 0
+
+    def write(self, data: bytes) -> None:
+        self.fobj.write(data)
+        self.size += len(data)
+
+    def commit(self) -> None:
+        self.fobj.flush()
+        os.fsync(self.fobj.fileno())
+        self.fobj.close()
+        os.replace(self.tmp, self.dest)
+
+    def abort(self) -> None:
+        self.fobj.close()
+        self.tmp.unlink(missing_ok=True)
+
+
+class HttpTransport:
+    """``GET {server_url}/files/{path}`` with a keep-alive session per worker thread."""
+
+    def __init__(self, server_url: str | None, token: str | None, timeout: float) -> None:
+        self.server_url = server_url
+        self.token = token
+        self.timeout = (min(10.0, timeout), timeout)
+        self._local = threading.local()
+        self._sessions: list[requests.Session] = []
+        self._lock = threading.Lock()
+
+    def _session(self) -> requests.Session:
+        session = getattr(self._local, "session", None)
+        if session is None:
+            from datahubsync.core.http import make_session
+
+            session = make_session(pool=1)
+            self._local.session = session
+            with self._lock:
+                self._sessions.append(session)
+        return session
+
+    def url_for(self, remote: str) -> tuple[str, dict[str, str]]:
+        if is_url(remote):
+            ours = self.server_url and remote.startswith(self.server_url + "/")
+            return remote, ({"Authorization": f"Bearer {self.token}"} if ours and self.token
+                            else {})
+        if not self.server_url:
+            raise UnsafePath("pictures.server_url is not set")
+        path = quote(remote.replace("\\", "/").lstrip("/"), safe="/:")
+        headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
+        return f"{self.server_url}/files/{path}", headers
+
+    def fetch(self, remote: str, dest: Path) -> Fetched:
+        url, headers = self.url_for(remote)
+        session = self._session()
+        try:
+            have = _existing_size(dest)
+            if have is not None:
+                head = session.head(url, headers=headers, timeout=self.timeout)
+                if head.status_code == 200 and head.headers.get("Content-Length") == str(have):
+                    return Fetched("downloaded", have, skipped=True)
+            with session.get(url, headers=headers, timeout=self.timeout, stream=True) as resp:
+                if resp.status_code in (404, 410):
+                    return Fetched("not_found", error=f"HTTP {resp.status_code} from server")
+                if resp.status_code != 200:
+                    return Fetched("error", error=f"HTTP {resp.status_code} {resp.reason}")
+                expected = resp.headers.get("Content-Length")
+                writer = _TempWriter(dest)
+                try:
+                    for block in resp.iter_content(CHUNK):
+                        writer.write(block)
+                    if expected is not None and int(expected) != writer.size:
+                        raise ConnectionError(f"truncated: {writer.size} of {expected} bytes")
+                    writer.commit()
+                except BaseException:
+                    writer.abort()
+                    raise
+                return Fetched("downloaded", writer.size)
+        except (requests.RequestException, ConnectionError, TimeoutError) as exc:
+            return Fetched("error", error=describe_error(exc))
+        except OSError as exc:
+            return Fetched("error", error=f"local: {exc.strerror or exc}: {exc.filename or dest}")
+
+    def close(self) -> None:
+        with self._lock:
+            for session in self._sessions:
+                session.close()
+            self._sessions.clear()
+
+
+def _recv_exactly(sock: socket.socket, count: int) -> bytes:
+    buf = bytearray()
+    while len(buf) < count:
+        chunk = sock.recv(min(count - len(buf), CHUNK))
+        if not chunk:
+            raise ConnectionError(f"connection closed after {len(buf)} of {count} bytes")
+        buf += chunk
+    return bytes(buf)
+
+
+class LegacyTcpTransport:
+    """The seed's protocol (DESIGN.md): one request per connection, to the old ``server.py``."""
+
+    def __init__(self, host: str, port: int, timeout: float) -> None:
+        self.address = (host, port)
+        self.timeout = timeout
+
+    def fetch(self, remote: str, dest: Path) -> Fetched:
+        if is_url(remote):
+            return Fetched("error", error="legacy-tcp cannot fetch a URL")
+        request = remote.encode("utf-8")
+        try:
+            with socket.create_connection(self.address, timeout=min(10.0, self.timeout)) as sock:
+                sock.settimeout(self.timeout)
+                sock.sendall(_LEN.pack(len(request)) + request)
+                (name_len,) = _LEN.unpack(_recv_exactly(sock, _LEN.size))
+                _recv_exactly(sock, name_len)
+                (size,) = _SIZE.unpack(_recv_exactly(sock, _SIZE.size))
+                if name_len == 0 and size == 0:
+                    return Fetched("not_found", error="error frame from server "
+                                                      "(missing or unreadable there)")
+                if _existing_size(dest) == size:
+                    return Fetched("downloaded", size, skipped=True)
+                writer = _TempWriter(dest)
+                try:
+                    remaining = size
+                    while remaining:
+                        block = sock.recv(min(remaining, CHUNK))
+                        if not block:
+                            raise ConnectionError(f"truncated: {size - remaining} of {size} bytes")
+                        writer.write(block)
+                        remaining -= len(block)
+                    writer.commit()
+                except BaseException:
+                    writer.abort()
+                    raise
+                return Fetched("downloaded", size)
+        except (OSError, struct.error) as exc:
+            if isinstance(exc, OSError) and exc.filename:
+                return Fetched("error", error=f"local: {exc.strerror}: {exc.filename}")
+            return Fetched("error", error=f"{type(exc).__name__}: {exc}")
+
+    def close(self) -> None:
+        pass
