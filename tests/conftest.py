@@ -10,6 +10,7 @@ import pytest
 from tests.helpers import Hub, make_dataset
 from tests.mysqlserver import mysql_table, mysql_url  # noqa: F401 - fixtures for every module
 from tests.pgserver import pg_table, pg_url  # noqa: F401 - fixtures for every module
+from tests.pictures_client_kit import task_table  # noqa: F401 - fixture
 
 
 @pytest.fixture(autouse=True)

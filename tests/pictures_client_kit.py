@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import pytest
 import sqlalchemy as sa
 
 from tests.helpers import Hub, write_yaml
@@ -135,3 +136,22 @@ def check_mirror(pics: PictureSet, local_root: Path) -> list[str]:
     leftovers = [p for p in local_root.rglob(".*.part-*")] if local_root.exists() else []
     problems += [f"temp file left: {p}" for p in leftovers]
     return problems
+
+
+@pytest.fixture(params=["sqlite", "postgresql", "mariadb"])
+def task_table(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, str]:
+    """(SQLAlchemy URL, table name) of a not yet created task table on each database."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'tasks.db'}", "PIC_MATCHTASK"
+    if request.param == "postgresql":
+        pg_url = request.getfixturevalue("pg_url")
+        table = request.getfixturevalue("pg_table")
+        return "postgresql+psycopg://" + pg_url.split("://", 1)[1], table
+    return request.getfixturevalue("mysql_url"), request.getfixturevalue("mysql_table")
+
+
+def sqlite_tasks(tmp: Path, rows: list[TaskRow]) -> tuple[str, str]:
+    url = f"sqlite:///{tmp / 'tasks.db'}"
+    create_task_table(url, "PIC_MATCHTASK")
+    insert_tasks(url, "PIC_MATCHTASK", rows)
+    return url, "PIC_MATCHTASK"

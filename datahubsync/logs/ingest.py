@@ -23,6 +23,7 @@ from aiohttp import web
 from datahubsync.core.auth import token_matches
 from datahubsync.core.config import LoadedConfig
 from datahubsync.core.metrics import Metrics
+from datahubsync.core.webbody import read_limited
 from datahubsync.logs.ingest_store import IngestStore, open_store
 
 log = logging.getLogger(__name__)
@@ -128,10 +129,8 @@ class IngestApi:
         if not self._allowed(peer):
             return self._reject(403, "source", f"source {peer} is not allowed")
         limit = self.cfg.max_body_bytes
-        if request.content_length is not None and request.content_length > limit:
-            return self._reject(413, "size", f"body larger than {limit} bytes")
-        raw = await request.content.read(limit + 1)
-        if len(raw) > limit:
+        raw = await read_limited(request, limit)
+        if raw is None:
             return self._reject(413, "size", f"body larger than {limit} bytes")
         try:
             rows = validate(json.loads(raw), self.cfg.max_records, peer)

@@ -22,6 +22,8 @@ import os
 import socket
 import struct
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -81,12 +83,17 @@ def _existing_size(dest: Path) -> int | None:
 
 
 class _TempWriter:
-    """Write to ``.name.part-PID-TID`` beside ``dest``; ``commit`` fsyncs and renames."""
+    """Write to ``.name.part`` beside ``dest``; ``commit`` fsyncs and renames.
+
+    The temp name is fixed, so the retry after a kill -9 overwrites what the
+    killed run left (the caller holds :class:`PathLocks` for ``dest``, so two
+    threads never share it).
+    """
 
     def __init__(self, dest: Path) -> None:
         dest.parent.mkdir(parents=True, exist_ok=True)
         self.dest = dest
-        self.tmp = dest.with_name(f".{dest.name}.part-{os.getpid()}-{threading.get_ident()}")
+        self.tmp = dest.with_name(f".{dest.name}.part")
         self.fobj = open(self.tmp, "wb")  # noqa: SIM115 - closed in commit/abort
         self.size = 0
 
@@ -103,6 +110,30 @@ class _TempWriter:
     def abort(self) -> None:
         self.fobj.close()
         self.tmp.unlink(missing_ok=True)
+
+
+class PathLocks:
+    """One lock per destination in flight: two tasks naming the same picture never race."""
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._held: dict[Path, tuple[threading.Lock, int]] = {}
+
+    @contextmanager
+    def hold(self, dest: Path) -> Iterator[None]:
+        with self._guard:
+            lock, users = self._held.get(dest, (threading.Lock(), 0))
+            self._held[dest] = (lock, users + 1)
+        try:
+            with lock:
+                yield
+        finally:
+            with self._guard:
+                lock, users = self._held[dest]
+                if users == 1:
+                    del self._held[dest]
+                else:
+                    self._held[dest] = (lock, users - 1)
 
 
 class HttpTransport:

@@ -40,6 +40,7 @@ from datahubsync.pictures.transfer import (
     Fetched,
     HttpTransport,
     LegacyTcpTransport,
+    PathLocks,
     Transport,
     UnsafePath,
     local_path,
@@ -119,6 +120,7 @@ class Worker:
         self.transport = transport
         self.clock = clock
         self.heartbeat = heartbeat or (lambda _status: None)
+        self.path_locks = PathLocks()
         self.rules = RetryRules(self.cfg.retry_initial, self.cfg.retry_max,
                                 self.cfg.give_up_after, self.cfg.missing_attempts)
 
@@ -177,7 +179,8 @@ class Worker:
             dest = local_path(self.cfg.local_root, row.remote)
         except UnsafePath as exc:
             return Outcome(row, "error", error=str(exc)), False
-        got: Fetched = self.transport.fetch(row.remote, dest)
+        with self.path_locks.hold(dest):
+            got: Fetched = self.transport.fetch(row.remote, dest)
         return Outcome(row, got.state, got.size, got.error), got.skipped
 
     def download_due(self, result: PassResult) -> None:

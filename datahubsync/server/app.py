@@ -24,6 +24,7 @@ from datahubsync.datasets.hub import Builder, BuildSettings
 from datahubsync.datasets.store import PackageStore
 from datahubsync.logs import ingest as logs_ingest
 from datahubsync.pictures import file_routes as picture_files
+from datahubsync.pictures import push_routes as picture_push
 
 log = logging.getLogger(__name__)
 METRICS = web.AppKey("metrics", Metrics)
@@ -170,4 +171,5 @@ def create_app(loaded: LoadedConfig, *, build: bool = True,
     batch_routes.setup(app, loaded)
     logs_ingest.setup(app, loaded, metrics)
     picture_files.setup(app, loaded, metrics)
+    picture_push.setup(app, loaded, metrics)
     return app
