@@ -133,7 +133,7 @@ def check_mirror(pics: PictureSet, local_root: Path) -> list[str]:
     for path in pics.missing:
         if pics.local(local_root, path).exists():
             problems.append(f"present though missing on the server: {path}")
-    leftovers = [p for p in local_root.rglob(".*.part-*")] if local_root.exists() else []
+    leftovers = [p for p in local_root.rglob(".*.part")] if local_root.exists() else []
     problems += [f"temp file left: {p}" for p in leftovers]
     return problems
 

@@ -229,7 +229,10 @@ class Worker:
             message = f"task {row.task_id}: {row.remote}: {outcome.error}"
             if len(result.errors) < 10:
                 result.errors.append(message)
-            log.warning("%s (attempt %d)", message, row.attempts + 1)
+            # A server that is down fails every file: the first few say why, the rest
+            # go to debug, and the pass ends with one summary line.
+            level = logging.WARNING if result.failed <= 10 else logging.DEBUG
+            log.log(level, "%s (attempt %d)", message, row.attempts + 1)
 
     # --- (3) processing and callback ----------------------------------------------------
 
@@ -326,6 +329,9 @@ class Worker:
         result = PassResult()
         self.poll(result)
         self.download_due(result)
+        if result.failed > 10:
+            log.warning("%d transfers failed this pass (first: %s); they are retried with "
+                        "backoff", result.failed, result.errors[0])
         self.run_steps(result)
         self.ledger.set_meta("last_pass", str(self.clock()))
         if result.downloaded or result.skipped:
