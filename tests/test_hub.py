@@ -18,7 +18,7 @@ from datahubsync.datasets.freshness import decide, signature
 from datahubsync.datasets.hub import Builder, BuildSettings
 from datahubsync.datasets.packager import scan_dataset
 from datahubsync.datasets.store import PackageStore
-from tests.helpers import Hub, make_dataset, tree_bytes
+from tests.helpers import Hub, free_port, make_dataset, tree_bytes
 
 
 def test_health_and_datasets_contract(hub: Hub, data_root: Path) -> None:
@@ -334,3 +334,23 @@ def test_configured_dataset_list_limits_what_is_served(tmp_path: Path, data_root
         assert requests.get(f"{server.url}/package/alpha.zip", timeout=5).status_code == 404
     finally:
         server.stop()
+
+
+def test_workers_die_with_a_killed_parent(tmp_path: Path, data_root: Path) -> None:
+    """SIGKILL of serve's parent must not leave workers holding the port."""
+    port = free_port()
+    server = Hub(tmp_path, data_root, port=port, workers=3).start()
+    server.stop(signal.SIGKILL)
+    deadline = time.monotonic() + 10
+    while True:  # the port is free once every worker is gone
+        with socket.socket() as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(("127.0.0.1", port))
+                break
+            except OSError:
+                assert time.monotonic() < deadline, "workers outlived the killed parent"
+                time.sleep(0.05)
+    server.start()
+    assert requests.get(f"{server.url}/health", timeout=5).json() == {"status": "ok"}
+    server.stop()

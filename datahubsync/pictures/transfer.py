@@ -65,7 +65,8 @@ def local_path(local_root: Path, remote: str) -> Path:
     """Where ``remote`` (a server path or a URL) lives in the mirror; UnsafePath if nowhere."""
     if is_url(remote):
         url = urlsplit(remote)
-        parsed = split_client_path("/" + unquote(url.path).lstrip("/"))
+        # A URL's path may hold ':' (``/files/D:/pic/...``): harmless here, not a drive.
+        parsed = split_client_path("/" + unquote(url.path).lstrip("/").replace(":", "_"))
         if parsed is None or not parsed.parts or not url.hostname:
             raise UnsafePath(f"refused URL path: {remote!r}")
         return local_root.joinpath("_urls", url.hostname, *parsed.parts)

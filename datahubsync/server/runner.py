@@ -122,6 +122,23 @@ def _reap(pid: int) -> None:
         pass
 
 
+def _die_with_parent(parent: int) -> None:
+    """Linux: SIGTERM this worker when the parent dies, even by SIGKILL.
+
+    Otherwise a killed parent leaves workers holding the port, and the
+    restarted service fails with "Address already in use".
+    """
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(1, int(signal.SIGTERM), 0, 0, 0)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        return
+    if os.getppid() != parent:  # the parent died before prctl took effect
+        os._exit(0)
+
+
 def run_server(loaded: LoadedConfig, port_file: Path | None = None) -> int:
     """Serve until SIGTERM/SIGINT; returns the exit code."""
     cfg = loaded.config.serve
@@ -130,10 +147,12 @@ def run_server(loaded: LoadedConfig, port_file: Path | None = None) -> int:
     legacy = _bind(cfg.legacy_tcp.host, cfg.legacy_tcp.port) if cfg.legacy_tcp else None
     SharedMetrics(loaded.state_dir / "metrics", cfg.catalog_poll).clear()  # old runs' files
     children: list[int] = []
+    parent = os.getpid()
     for _ in range(workers - 1):
         pid = os.fork()
         if pid == 0:  # worker: serves, never builds
             code = 70
+            _die_with_parent(parent)
             try:
                 code = asyncio.run(_serve(loaded, sock, False, [], None, legacy))
             except Exception:  # noqa: BLE001 - report, then exit
