@@ -81,3 +81,28 @@ def test_batch_copy_into_postgresql(frozen: Path, tmp_path: Path, pg_url: str,
     config = batch_config(tmp_path, {"bars": glob_job(pg_url, pg_table, tmp_path / "csv")})
     run_cli(["batch", "run", "--from", "2025-10-06", "--to", "2025-10-06"], config=config)
     assert day_counts(pg_url, pg_table) == {"2025-10-06": 5}
+
+
+def test_pictures_from_a_mariadb_task_table(frozen: Path, tmp_path: Path, mysql_url: str,
+                                            mysql_table: str) -> None:
+    """The frozen build loads the MySQL dialect by URL, the SQLite ledger, and serves /files."""
+    from tests.pictures_client_kit import (
+        check_mirror,
+        create_task_table,
+        insert_tasks,
+        make_pictures,
+        start_server,
+    )
+    from tests.pictures_client_kit import client_config as pictures_config
+
+    pics = make_pictures(tmp_path / "srv", 3, missing=1)
+    create_task_table(mysql_url, mysql_table)
+    insert_tasks(mysql_url, mysql_table, pics.tasks)
+    server = start_server(tmp_path, pics.root)
+    try:
+        config = pictures_config(tmp_path, server.url, mysql_url, mysql_table)
+        result = run_cli(["--json", "pictures", "once"], config=config).json()
+        assert result["downloaded"] == 23 and result["missing"] == 1
+        assert check_mirror(pics, tmp_path / "mirror") == []
+    finally:
+        server.stop()

@@ -286,3 +286,24 @@ def test_config_errors_are_clear(tmp_path: Path) -> None:
 def test_help_explains(args: list[str]) -> None:
     out = run_cli(["pictures", *args]).out
     assert "Exit status" in out
+
+
+def test_doctor_checks_table_server_and_ledger(tmp_path: Path) -> None:
+    pics = make_pictures(tmp_path / "srv", 1)
+    url, table = sqlite_tasks(tmp_path, pics.tasks)
+    server = start_server(tmp_path, pics.root)
+    try:
+        config = client_config(tmp_path, server.url, url, table)
+        doc = run_cli(["--json", "doctor"], config=config).json()
+        checks = {c["name"]: c for c in doc["checks"]}
+        assert checks["pictures task table"]["ok"] and "has rows" in \
+            checks["pictures task table"]["detail"]
+        assert checks["picture server"]["ok"] and checks["pictures ledger"]["ok"]
+        bad = client_config(tmp_path, f"http://127.0.0.1:{free_port()}", url, "NO_SUCH_TABLE",
+                            name="bad.yaml")
+        doc = run_cli(["--json", "doctor"], config=bad, expect=1).json()
+        failed = {c["name"]: c for c in doc["checks"] if not c["ok"]}
+        assert "no such table" in failed["pictures task table"]["detail"].lower()
+        assert "refused" in failed["picture server"]["detail"].lower()
+    finally:
+        server.stop()

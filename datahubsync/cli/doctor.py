@@ -22,10 +22,12 @@ def doctor(app: AppContext, min_free: int) -> int:
     """
     from datahubsync.batch.doctor import batch_checks
     from datahubsync.core.doctor import run_checks
+    from datahubsync.pictures.doctor import picture_checks
 
     loaded = app.config()
     checks = run_checks(loaded, min_free_bytes=min_free * 1024 * 1024)
     checks += batch_checks(loaded)
+    checks += picture_checks(loaded)
     failed = [c for c in checks if not c.ok]
     app.emit({"message_type": "doctor", "ok": not failed,
               "checks": [c.__dict__ for c in checks]},

@@ -19,7 +19,7 @@ class Check:
     fix: str = ""
 
 
-def _writable(label: str, path: Path) -> Check:
+def writable_check(label: str, path: Path) -> Check:
     probe = path
     while not probe.exists() and probe.parent != probe:
         probe = probe.parent
@@ -44,7 +44,7 @@ def run_checks(loaded: LoadedConfig, min_free_bytes: int) -> list[Check]:
     if cfg.logging.file:
         dirs.append(("log file directory", cfg.logging.file.parent))
     for label, path in dirs:
-        checks.append(_writable(label, path))
+        checks.append(writable_check(label, path))
         free = free_bytes(path)
         checks.append(Check(f"{label} free disk", free >= min_free_bytes,
                             f"{free / 2**30:.1f} GiB free at {path}",
