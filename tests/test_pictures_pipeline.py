@@ -134,7 +134,7 @@ def test_process_callback_and_retry_after_the_window(tmp_path: Path) -> None:
     server = start_server(tmp_path, pics.root)
     try:
         config = client_config(
-            tmp_path, server.url, url, table, retry_after=1.0,
+            tmp_path, server.url, url, table, retry_after=3.0,
             process_command=[sys.executable, str(script), str(tmp_path), "{task_id}", "{files}"],
             callback_url=f"http://127.0.0.1:{hooks.server_port}/report")
         first = run_cli(["--json", "pictures", "once"], config=config, expect=1).json()
@@ -142,11 +142,11 @@ def test_process_callback_and_retry_after_the_window(tmp_path: Path) -> None:
         assert "fails on purpose" in first["errors"][0]
         soon = run_cli(["--json", "pictures", "once"], config=config).json()
         assert soon["processed"] == 0  # not yet: the retry window has not passed
-        time.sleep(1.1)
+        time.sleep(3.1)
         third = run_cli(["--json", "pictures", "once"], config=config, expect=1).json()
         assert third["processed"] == 2 and third["reported"] == 1
         assert third["step_failures"] == 1 and "HTTP 500" in third["errors"][0]
-        time.sleep(1.1)
+        time.sleep(3.1)
         fourth = run_cli(["--json", "pictures", "once"], config=config).json()
         assert fourth["reported"] == 1
         status = run_cli(["--json", "pictures", "status"], config=config).json()

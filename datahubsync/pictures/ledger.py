@@ -230,8 +230,9 @@ class Ledger:
 
     # --- files --------------------------------------------------------------------------
 
-    def due_files(self, limit: int) -> list[FileRow]:
-        now = self.clock()
+    def due_files(self, limit: int, until: float | None = None) -> list[FileRow]:
+        """Files to fetch whose next attempt is due by ``until`` (default: now)."""
+        now = self.clock() if until is None else until
         query = (sa.select(files.c.task_id, files.c.idx, files.c.remote, files.c.attempts,
                            files.c.not_found, files.c.first_seen)
                  .where(files.c.state.in_(("pending", "failed")),
@@ -246,39 +247,63 @@ class Ledger:
                                 .where(files.c.state.in_(("pending", "failed")))).scalar()
 
     def record(self, outcomes: Iterable[Outcome], rules: RetryRules) -> None:
-        """Store transfer outcomes (one transaction for the lot)."""
-        now = self.clock()
-        with self._tx() as conn:
-            for out in outcomes:
-                row = out.row
-                attempts = row.attempts + 1
-                where = sa.and_(files.c.task_id == row.task_id, files.c.idx == row.idx)
-                if out.state == "downloaded":
-                    values: dict[str, Any] = {"state": "downloaded", "size": out.size,
-                                              "done_at": now, "last_error": None}
-                elif out.state == "not_found" and row.not_found + 1 >= rules.missing_attempts:
-                    values = {"state": "missing", "not_found": row.not_found + 1,
-                              "done_at": now, "last_error": out.error or "not found on server"}
-                else:
-                    given_up = now - row.first_seen >= rules.give_up_after
-                    values = {"state": "given_up" if given_up else "failed",
-                              "last_error": (out.error or "failed")[:500],
-                              "next_attempt_at": now + rules.delay(attempts)}
-                    if out.state == "not_found":
-                        values["not_found"] = row.not_found + 1
-                conn.execute(files.update().where(where).values(attempts=attempts, **values))
-            self._settle(conn, now)
+        """Store transfer outcomes (one transaction for the lot).
 
-    def _settle(self, conn: sa.Connection, now: float) -> None:
-        """Pending tasks with no file outstanding become downloaded (or failed)."""
+        Successes, the bulk, go in one executemany; the tasks touched are then
+        settled (only those: the cost does not grow with the ledger).
+        """
+        now = self.clock()
+        done: list[dict[str, Any]] = []
+        others: list[tuple[Outcome, dict[str, Any]]] = []
+        for out in outcomes:
+            row = out.row
+            if out.state == "downloaded":
+                done.append({"k_task": row.task_id, "k_idx": row.idx, "n_size": out.size,
+                             "n_attempts": row.attempts + 1})
+                continue
+            if out.state == "not_found" and row.not_found + 1 >= rules.missing_attempts:
+                values: dict[str, Any] = {"state": "missing", "not_found": row.not_found + 1,
+                                          "done_at": now,
+                                          "last_error": out.error or "not found on server"}
+            else:
+                given_up = now - row.first_seen >= rules.give_up_after
+                values = {"state": "given_up" if given_up else "failed",
+                          "last_error": (out.error or "failed")[:500],
+                          "next_attempt_at": now + rules.delay(row.attempts + 1)}
+                if out.state == "not_found":
+                    values["not_found"] = row.not_found + 1
+            others.append((out, values))
+        touched = {p["k_task"] for p in done} | {o.row.task_id for o, _v in others}
+        if not touched:
+            return
+        with self._tx() as conn:
+            if done:
+                conn.execute(files.update()
+                             .where(files.c.task_id == sa.bindparam("k_task"),
+                                    files.c.idx == sa.bindparam("k_idx"))
+                             .values(state="downloaded", done_at=now, last_error=None,
+                                     size=sa.bindparam("n_size"),
+                                     attempts=sa.bindparam("n_attempts")), done)
+            for out, values in others:
+                conn.execute(files.update().where(files.c.task_id == out.row.task_id,
+                                                  files.c.idx == out.row.idx)
+                             .values(attempts=out.row.attempts + 1, **values))
+            ids = sorted(touched)
+            for start in range(0, len(ids), 500):
+                self._settle(conn, now, ids[start:start + 500])
+
+    def _settle(self, conn: sa.Connection, now: float, task_ids: Sequence[str]) -> None:
+        """Pending tasks (of ``task_ids``) with no file outstanding become downloaded or failed."""
         outstanding = sa.select(files.c.task_id).where(
             files.c.task_id == tasks.c.task_id,
             files.c.state.in_(("pending", "failed"))).exists()
         given_up = sa.select(files.c.task_id).where(
             files.c.task_id == tasks.c.task_id, files.c.state == "given_up").exists()
-        conn.execute(tasks.update().where(tasks.c.state == "pending", ~outstanding, given_up)
+        mine = tasks.c.task_id.in_(task_ids)
+        conn.execute(tasks.update().where(mine, tasks.c.state == "pending", ~outstanding,
+                                          given_up)
                      .values(state="failed", last_error="a file was given up", updated_at=now))
-        conn.execute(tasks.update().where(tasks.c.state == "pending", ~outstanding)
+        conn.execute(tasks.update().where(mine, tasks.c.state == "pending", ~outstanding)
                      .values(state="downloaded", due_at=now, updated_at=now))
 
     # --- task steps (process, callback) -------------------------------------------------

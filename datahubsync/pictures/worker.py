@@ -19,10 +19,11 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import queue
 import subprocess
+import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -93,7 +94,7 @@ def make_transport(cfg: Any) -> Transport:
     if not cfg.server_url and cfg.source == "sql":
         raise ConfigError("pictures.server_url: required with transport: http "
                           "(e.g. http://picture-server:8080)")
-    return HttpTransport(cfg.server_url, cfg.token, cfg.timeout)
+    return HttpTransport(cfg.server_url, cfg.token, cfg.timeout, cfg.workers)
 
 
 def make_source(cfg: Any) -> SqlSource | None:
@@ -184,33 +185,69 @@ class Worker:
         return Outcome(row, got.state, got.size, got.error), got.skipped
 
     def download_due(self, result: PassResult) -> None:
-        batch_limit = max(64, self.cfg.workers * 64)
-        with ThreadPoolExecutor(self.cfg.workers, thread_name_prefix="fetch") as pool:
+        """Fetch every due file: ``workers`` threads take rows from one queue.
+
+        The main thread alone talks to the ledger: it tops the queue up from
+        ``due_files`` (skipping rows already in flight) and records outcomes
+        in batches of RECORD_EVERY or every RECORD_SECONDS.
+        """
+        jobs: queue.SimpleQueue[FileRow | None] = queue.SimpleQueue()
+        results: queue.SimpleQueue[tuple[Outcome, bool]] = queue.SimpleQueue()
+
+        def work() -> None:
+            while (row := jobs.get()) is not None:
+                try:
+                    results.put(self._fetch(row))
+                except Exception as exc:  # noqa: BLE001 - a bug must not lose the row
+                    results.put((Outcome(row, "error", error=f"internal: {exc!r}"), False))
+
+        threads = [threading.Thread(target=work, name=f"fetch-{i}", daemon=True)
+                   for i in range(self.cfg.workers)]
+        for thread in threads:
+            thread.start()
+        in_flight: set[tuple[str, int]] = set()  # queued or being fetched
+        unrecorded: set[tuple[str, int]] = set()  # fetched, outcome not yet in the ledger
+        low_water = self.cfg.workers * 4
+        page = max(256, self.cfg.workers * 64)
+        exhausted = False
+        started = self.clock()  # files failing in this pass wait for the next one
+        pending: list[Outcome] = []
+        flushed = time.monotonic()
+        try:
             while True:
-                due = self.ledger.due_files(batch_limit)
-                if not due:
-                    return
-                pending: set[Future[Any]] = {pool.submit(self._fetch, row) for row in due}
-                done_outcomes: list[Outcome] = []
-                flushed = time.monotonic()
-                while pending:
-                    finished, pending = wait(pending, timeout=RECORD_SECONDS,
-                                             return_when=FIRST_COMPLETED)
-                    for future in finished:
-                        outcome, skipped = future.result()
-                        self._count(outcome, skipped, result)
-                        done_outcomes.append(outcome)
-                    if len(done_outcomes) >= RECORD_EVERY or (
-                            done_outcomes and time.monotonic() - flushed >= RECORD_SECONDS):
-                        self.ledger.record(done_outcomes, self.rules)
-                        done_outcomes = []
-                        flushed = time.monotonic()
-                        self.heartbeat(f"downloaded {result.downloaded}, "
-                                       f"failed {result.failed}")
-                if done_outcomes:
-                    self.ledger.record(done_outcomes, self.rules)
-                if len(due) < batch_limit:
-                    return
+                if not exhausted and len(in_flight) < low_water:
+                    busy = len(in_flight) + len(pending)  # taken, not yet in the ledger
+                    due = [r for r in self.ledger.due_files(page + busy, started)
+                           if (r.task_id, r.idx) not in in_flight
+                           and (r.task_id, r.idx) not in unrecorded]
+                    exhausted = len(due) == 0
+                    for row in due:
+                        in_flight.add((row.task_id, row.idx))
+                        jobs.put(row)
+                if not in_flight:
+                    break
+                try:
+                    outcome, skipped = results.get(timeout=RECORD_SECONDS)
+                except queue.Empty:
+                    outcome = None
+                if outcome is not None:
+                    key = (outcome.row.task_id, outcome.row.idx)
+                    in_flight.discard(key)
+                    unrecorded.add(key)
+                    self._count(outcome, skipped, result)
+                    pending.append(outcome)
+                if pending and (len(pending) >= RECORD_EVERY or not in_flight
+                                or time.monotonic() - flushed >= RECORD_SECONDS):
+                    self.ledger.record(pending, self.rules)
+                    pending = []
+                    unrecorded.clear()
+                    flushed = time.monotonic()
+                    self.heartbeat(f"downloaded {result.downloaded}, failed {result.failed}")
+        finally:
+            if pending:
+                self.ledger.record(pending, self.rules)
+            for _thread in threads:
+                jobs.put(None)
 
     def _count(self, outcome: Outcome, skipped: bool, result: PassResult) -> None:
         row = outcome.row
