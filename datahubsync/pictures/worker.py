@@ -392,8 +392,8 @@ class Worker:
                 log.warning("pass failed: %s", exc)
                 notify(f"STATUS=failing: {exc}")
                 result = None
+            waiting = self.ledger.next_file_due() if result is not None else None
             if result is not None:
-                waiting = self.ledger.next_file_due()
                 if result.progressed or (waiting is None and not result.errors):
                     last_progress = self.clock()
                     notify("WATCHDOG=1")
@@ -406,14 +406,13 @@ class Worker:
                 raise StalledError(f"no progress for {stuck / 3600:.1f} h "
                                    f"(pictures.stall_timeout {self.cfg.stall_timeout:g}s); "
                                    f"last error: {last_error}")
-            sleep(self._pause())
+            sleep(self._pause(waiting))
 
-    def _pause(self) -> float:
-        pause = self.cfg.poll_interval
-        due = self.ledger.next_file_due()
-        if due is not None:
-            pause = min(pause, max(1.0, due - self.clock()))
-        return pause
+    def _pause(self, next_due: float | None) -> float:
+        """Until the next poll, or sooner when a failed file falls due (at least 1 s)."""
+        if next_due is None:
+            return self.cfg.poll_interval
+        return min(self.cfg.poll_interval, max(1.0, next_due - self.clock()))
 
 
 def status(ledger: Ledger, limit: int) -> dict[str, Any]:
