@@ -20,13 +20,30 @@ def _sync(cfg: Path, *args: str, expect: int = 0) -> dict:
     return {d["name"]: d for d in json.loads(result.out)["datasets"]}
 
 
-def _package_requests(hub: Hub) -> float:
+def _package_requests_now(hub: Hub) -> float:
     text = requests.get(f"{hub.url}/metrics", timeout=5).text
     total = 0.0
     for line in text.splitlines():
         if line.startswith('datahubsync_http_requests_total{route="/package/{filename}"'):
             total += float(line.split()[-1])
     return total
+
+
+def _package_requests(hub: Hub, settle: float = 0.5, timeout: float = 10) -> float:
+    """Package requests summed over all workers, once the figure stops moving.
+
+    Each worker publishes its counters every ``catalog_poll`` (0.1 s in tests),
+    so a read straight after a download may miss it: read until two reads
+    ``settle`` seconds apart agree.
+    """
+    deadline = time.monotonic() + timeout
+    last = _package_requests_now(hub)
+    while True:
+        time.sleep(settle)
+        current = _package_requests_now(hub)
+        if current == last or time.monotonic() > deadline:
+            return current
+        last = current
 
 
 def _touch_all(root: Path, row: bytes = b"2026-11-24,1,2,3\r\n") -> None:
@@ -50,6 +67,7 @@ def test_first_sync_then_no_change(tmp_path: Path, hub: Hub, data_root: Path) ->
     assert not list((tmp_path / "clientstate" / "downloads").glob("*.part"))
 
     before = _package_requests(hub)
+    assert before == 2  # alpha and beta, once each
     second = _sync(cfg)
     assert {d["status"] for d in second.values()} == {"up_to_date"}
     assert all(d["bytes_downloaded"] == 0 for d in second.values())
