@@ -22,6 +22,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 
 test: $(STAMP)
+	sh scripts/test_system_deps.sh
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 
