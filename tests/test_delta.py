@@ -97,6 +97,54 @@ def test_rewritten_added_and_deleted_files(setup: Any) -> None:
     assert tree_bytes(local) == tree_bytes(data)
 
 
+def _inodes(root: Path) -> dict[str, int]:
+    return {str(p.relative_to(root)): p.stat().st_ino for p in root.rglob("*.csv")}
+
+
+def _kept_tree(local: Path) -> Path:
+    kept = list(local.parent.glob(f".{local.name}.dhs-prev-*"))
+    assert len(kept) == 1, kept
+    return kept[0]
+
+
+def test_daily_deltas_recycle_the_obsolete_versions_files(setup: Any) -> None:
+    """With keep_previous 1, day 3's files are day 1's, extended: no copy of the dataset."""
+    hub, data, local, cfg, v1 = setup
+    day1 = _inodes(local)
+    _touch_all(data, ROW)
+    v2 = next_version(hub, "alpha", v1["version"])
+    assert sync(cfg)["alpha"]["method"] == "delta"
+    assert _inodes(_kept_tree(local)) == day1  # day 1 is the rollback point now
+    day2 = tree_bytes(local)
+    _touch_all(data, ROW)
+    next_version(hub, "alpha", v2["version"])
+    result = sync(cfg)["alpha"]
+    assert result["method"] == "delta" and result["files_appended"] == 30
+    assert tree_bytes(local) == tree_bytes(data)
+    assert _inodes(local) == day1  # the obsolete day-1 files, brought up to date
+    assert tree_bytes(_kept_tree(local)) == day2  # and day 2 kept whole for rollback
+    assert not list(local.parent.glob(f".{local.name}.dhs-new-*"))
+
+
+def test_a_recycled_file_that_is_no_prefix_is_rebuilt(setup: Any) -> None:
+    """An obsolete copy that was edited (same size, other bytes) fails the sha256 check:
+    that file is built the plain way and the result is still the hub's."""
+    hub, data, local, cfg, v1 = setup
+    _touch_all(data, ROW)
+    v2 = next_version(hub, "alpha", v1["version"])
+    sync(cfg)
+    kept = _kept_tree(local)
+    edited = sorted(kept.rglob("*.csv"))[0]
+    body = bytearray(edited.read_bytes())
+    body[5:9] = b"XXXX"
+    edited.write_bytes(bytes(body))
+    _touch_all(data, ROW)
+    next_version(hub, "alpha", v2["version"])
+    result = sync(cfg)["alpha"]
+    assert result["method"] == "delta" and result["status"] == "installed"
+    assert tree_bytes(local) == tree_bytes(data)  # a delta still, and right
+
+
 def test_two_versions_behind_uses_the_direct_delta_or_falls_back(setup: Any,
                                                                 tmp_path: Path) -> None:
     hub, data, local, cfg, v1 = setup

@@ -87,3 +87,53 @@ def test_hostile_delta_cannot_write_outside_staging(tmp_path: Path) -> None:
     wrong = _delta_zip(tmp_path / "d4.zip", dict(doc, whole=["a.csv"]), {"whole/a.csv": b"y"})
     with pytest.raises(IntegrityError, match="does not match the manifest"):
         build_tree(local, wrong, good, staging)
+
+
+def _entry(path: str, body: bytes) -> dict[str, object]:
+    return {"path": path, "size": len(body), "sha256": hashlib.sha256(body).hexdigest(),
+            "mtime_ns": 1_700_000_000_000_000_000}
+
+
+def test_an_adopted_obsolete_tree_ends_up_exactly_the_new_version(tmp_path: Path) -> None:
+    """The obsolete tree becomes the staging directory: stale files, directories and
+    links go, files sit where directories were and back, prefixes are extended in place,
+    shared inodes stay, a non-prefix is rebuilt; nothing else survives."""
+    local, staging, old = tmp_path / "local", tmp_path / "staging", tmp_path / "old"
+    for d in (local / "a", local / "keep", staging, old / "a", old / "gone" / "deep",
+              old / "clash"):
+        d.mkdir(parents=True)
+    (local / "a" / "grow.csv").write_bytes(b"r1\nr2\nr3\n")
+    (old / "a" / "grow.csv").write_bytes(b"r1\n")  # two days old: a prefix
+    grow_inode = (old / "a" / "grow.csv").stat().st_ino
+    (local / "a" / "edited.csv").write_bytes(b"e1\ne2\n")
+    (old / "a" / "edited.csv").write_bytes(b"XX\n")  # same length as a prefix, other bytes
+    (local / "keep" / "same.csv").write_bytes(b"same\n")
+    os.link(local / "keep" / "same.csv", old / "keep.csv")  # unrelated name: goes
+    (old / "gone" / "deep" / "stale.csv").write_bytes(b"stale\n")
+    (old / "stale.csv").write_bytes(b"stale\n")
+    (old / "clash" / "inner.csv").write_bytes(b"a directory where a file now is\n")
+    (old / "link.csv").symlink_to(local / "keep" / "same.csv")
+    new_files = {"a/grow.csv": b"r1\nr2\nr3\nr4\n", "a/edited.csv": b"e1\ne2\ne3\n",
+                 "keep/same.csv": b"same\n", "clash": b"now a file\n",
+                 "link.csv": b"a real file\n"}
+    manifest = {"version": "v3", "files": [_entry(p, b) for p, b in new_files.items()]}
+    doc = {"format": 1, "to": "v3", "whole": ["clash", "link.csv"], "deleted": ["x.csv"],
+           "appended": [{"path": "a/grow.csv", "old_size": 9},
+                        {"path": "a/edited.csv", "old_size": 6}]}
+    delta = _delta_zip(tmp_path / "d.zip", doc, {
+        "append/a/grow.csv": b"r4\n", "append/a/edited.csv": b"e3\n",
+        "whole/clash": b"now a file\n", "whole/link.csv": b"a real file\n"})
+    stats = build_tree(local, delta, manifest, staging, recycle_from=[old])
+    assert not old.exists()  # adopted
+    found = {str(p.relative_to(staging)): p.read_bytes()
+             for p in staging.rglob("*") if p.is_file() or p.is_symlink()}
+    assert found == new_files
+    assert not any(p.is_symlink() for p in staging.rglob("*"))
+    assert sorted(str(p.relative_to(staging)) for p in staging.rglob("*") if p.is_dir()) \
+        == ["a", "keep"]
+    assert (staging / "a" / "grow.csv").stat().st_ino == grow_inode  # extended in place
+    assert (staging / "keep" / "same.csv").stat().st_ino == \
+        (local / "keep" / "same.csv").stat().st_ino
+    assert (stats.appended, stats.unchanged) == (2, 1)
+    # the installed version is untouched
+    assert (local / "a" / "grow.csv").read_bytes() == b"r1\nr2\nr3\n"

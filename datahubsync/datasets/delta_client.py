@@ -57,9 +57,10 @@ def install_delta(loaded: LoadedConfig, state: ClientState, session: requests.Se
     limits = ExtractLimits(max_total_bytes=sync_cfg.max_total_bytes, max_ratio=sync_cfg.max_ratio)
     stats = DeltaStats()
 
-    def fill(staging: Path) -> None:
+    def fill(staging: Path, obsolete: list[Path]) -> None:
         nonlocal stats
-        stats = build_tree(ds.local_dir, done.path, manifest, staging, limits)
+        stats = build_tree(ds.local_dir, done.path, manifest, staging, limits,
+                           recycle_from=obsolete)
 
     version = InstalledVersion(
         last_updated=str(entry.get("last_updated") or ""), version=entry.get("version"),
@@ -67,7 +68,7 @@ def install_delta(loaded: LoadedConfig, state: ClientState, session: requests.Se
         installed_at=dt.datetime.now().astimezone().isoformat("T", "seconds"))
     request = InstallRequest(name=ds.name, package=done.path, local_dir=ds.local_dir,
                              mode=ds.mode, keep_previous=ds.keep_previous, version=version,
-                             limits=limits, fsync=sync_cfg.fsync)
+                             limits=limits, fsync=sync_cfg.fsync, reuse_obsolete=True)
     try:
         install_tree(state, request, fill)
     except IntegrityError as exc:

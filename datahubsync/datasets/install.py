@@ -42,6 +42,9 @@ class InstallRequest:
     version: InstalledVersion
     limits: ExtractLimits
     fsync: bool = True
+    # hand the obsolete kept versions to ``fill`` (a delta recycles their files)
+    # and delete what is left of them after it, instead of beside it
+    reuse_obsolete: bool = False
 
 
 def sibling(local_dir: Path, tag: str) -> Path:
@@ -70,23 +73,26 @@ def install(state: ClientState, req: InstallRequest,
             progress: Callable[[int], None] | None = None) -> None:
     """Extract ``req.package`` and put it in place atomically; then record it."""
     install_tree(state, req,
-                 lambda staging: extract_safe(req.package, staging, req.limits,
-                                              progress=progress))
+                 lambda staging, _obsolete: extract_safe(req.package, staging, req.limits,
+                                                         progress=progress))
 
 
-def install_tree(state: ClientState, req: InstallRequest, fill: Callable[[Path], object]) -> None:
+def install_tree(state: ClientState, req: InstallRequest,
+                 fill: Callable[[Path, list[Path]], object]) -> None:
     """Let ``fill`` build the new tree in a sibling directory, then swap it in (journalled).
 
     A full install extracts the package there; a delta install builds it from
-    the installed tree plus the delta.
+    the installed tree plus the delta. ``fill`` also gets the kept versions this
+    install makes obsolete (empty unless ``req.reuse_obsolete``): files it moves
+    out of them are not deleted.
     """
     req.local_dir.parent.mkdir(parents=True, exist_ok=True)
     remove_leftovers(req.name, req.local_dir, "new")
     staging = sibling(req.local_dir, "new")
     staging.mkdir()
-    with _dropping_obsolete(state, req):
+    with _dropping_obsolete(state, req) as obsolete:
         try:
-            fill(staging)
+            fill(staging, obsolete)
             if req.fsync:
                 sync_filesystem(staging)
         except BaseException:
@@ -96,13 +102,15 @@ def install_tree(state: ClientState, req: InstallRequest, fill: Callable[[Path],
 
 
 @contextmanager
-def _dropping_obsolete(state: ClientState, req: InstallRequest) -> Iterator[None]:
+def _dropping_obsolete(state: ClientState, req: InstallRequest) -> Iterator[list[Path]]:
     """Delete the kept versions this install makes obsolete while the new tree is built.
 
     Deleting a 600 MB tree costs as much as building the new one (the kernel
     drops its cached pages), so it runs beside the build instead of after the
-    swap. The record forgets them first; if the install then fails, those
-    older rollback points are gone but the installed version is untouched.
+    swap; with ``req.reuse_obsolete`` the build gets them first (it recycles
+    their files) and what is left is deleted after it. The record forgets them
+    first; if the install then fails, those older rollback points are gone but
+    the installed version is untouched.
     """
     record = state.record(req.name)
     doomed = record.previous[max(req.keep_previous - 1, 0):] if record.current else []
@@ -112,15 +120,22 @@ def _dropping_obsolete(state: ClientState, req: InstallRequest) -> Iterator[None
         if str(orphan) not in kept and orphan not in paths:
             paths.append(orphan)  # left by a run killed while deleting it
     if not paths:
-        yield
+        yield []
         return
     record.previous = record.previous[: max(req.keep_previous - 1, 0)]
     state.save_record(req.name, record)
+    if req.reuse_obsolete:
+        try:
+            yield list(paths)
+        finally:
+            for path in paths:
+                remove_tree(path)
+        return
     worker = threading.Thread(target=lambda: [remove_tree(p) for p in paths],
                               name="dhs-drop-old", daemon=True)
     worker.start()
     try:
-        yield
+        yield []
     finally:
         worker.join()
 
