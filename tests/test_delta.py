@@ -226,7 +226,13 @@ def test_hand_edited_local_file_is_detected(setup: Any, tmp_path: Path) -> None:
     assert tree_bytes(local) == tree_bytes(data)
 
 
-def test_kill_9_while_applying_leaves_old_or_new(tmp_path: Path) -> None:
+@pytest.mark.parametrize("adopting", [False, True], ids=["fresh-tree", "adopted-tree"])
+def test_kill_9_while_applying_leaves_old_or_new(tmp_path: Path, adopting: bool) -> None:
+    """Killed at many points of a delta install, the dataset is the old or the new version.
+
+    ``adopted-tree``: a version is kept already, so the install rebuilds that
+    obsolete tree in place of a fresh one (the daily steady state).
+    """
     data = tmp_path / "data"
     make_dataset(data / "alpha", files=600, rows=50, seed=5)
     # debounce: appending to 600 files takes a while, and a package built half-way
@@ -237,6 +243,10 @@ def test_kill_9_while_applying_leaves_old_or_new(tmp_path: Path) -> None:
         cfg = client_config(tmp_path, hub.url, ["alpha"])
         sync(cfg)
         local = tmp_path / "local" / "alpha"
+        if adopting:
+            _touch_all(data / "alpha", ROW)
+            v1 = next_version(hub, "alpha", v1["version"])
+            assert sync(cfg)["alpha"]["method"] == "delta"
         old = tree_bytes(local)
         _touch_all(data / "alpha", ROW)
         next_version(hub, "alpha", v1["version"])
