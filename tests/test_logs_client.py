@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import os
 import random
+import shutil
 import signal
 import subprocess
 import time
@@ -201,6 +203,79 @@ def test_dedupe_modes(tmp_path: Path, hub: Hub, mode: str, records: int) -> None
     cfg = config(tmp_path, hub.url, dedupe=mode)
     assert once(cfg)["uploaded"] == records
     assert server_stats(hub)["total_records"] == records
+
+
+@pytest.mark.parametrize("mode", ["global", "daily"])
+def test_dedupe_is_exact_whatever_the_memory_holds(tmp_path: Path, hub: Hub, mode: str) -> None:
+    """The in-memory part of the seen-set is a cache: with room for 1, 3 or every token,
+    across passes and days, the same records are queued and the same duplicates counted."""
+    ips = public_ips(12, seed=5)
+    rng = random.Random(9)
+    folder = tmp_path / "sinkhole"
+    for day, hour in (("2025-12-09", 10), ("2025-12-09", 11), ("2025-12-10", 0)):
+        write_log(folder, day, hour, [line(rng.choice(ips), day, hour) for _ in range(200)] +
+                  [line(ips[0], day, hour)])
+    outcomes = []
+    for memory in (1, 3, 1000):
+        base = tmp_path / f"m{memory}"
+        (base / "sinkhole").parent.mkdir(parents=True, exist_ok=True)
+        shutil.copytree(folder, base / "sinkhole")
+        cfg = config(base, hub.url, dedupe=mode, max_memory_ips=memory)
+        first = once(cfg)
+        # a second pass over a new file: memory (or the disk) says what was seen
+        write_log(base / "sinkhole", "2025-12-10", 1,
+                  [line(ip, "2025-12-10", 1) for ip in ips] + [line("8.8.8.8", "2025-12-10", 1)])
+        second = once(cfg)
+        totals = run_cli(["--json", "logs", "stats"], config=cfg).json()["totals"]
+        outcomes.append((first["uploaded"], second["uploaded"], totals["dup_day"],
+                         totals["dup_global"]))
+    assert outcomes[0] == outcomes[1] == outcomes[2], outcomes
+    expected_first = len(ips) if mode == "global" else 2 * len(ips)
+    assert outcomes[0][0] == expected_first
+    assert outcomes[0][1] == 1  # only 8.8.8.8 is new on the second pass
+
+
+def test_ip_regex_anchors_the_search(tmp_path: Path, hub: Hub) -> None:
+    folder = tmp_path / "sinkhole"
+    write_log(folder, "2025-12-09", 10, [
+        "2025-12-09 10:00:01 sinkhole hit from 91.198.2.1:4433 via 8.8.8.8 GET /1.1.1.1\n",
+        "2025-12-09 10:00:02 sinkhole hit from 010.001.002.003:1 (private, dropped)\n",
+        "2025-12-09 10:00:03 sinkhole hit from 92.198.2.1:4433\n"])
+    cfg = config(tmp_path, hub.url, ip_regex="from ([0-9][0-9.]{6,})")
+    assert once(cfg)["uploaded"] == 2
+    assert sorted(_stored_ips(tmp_path)) == ["91.198.2.1", "92.198.2.1"]
+    sample = run_cli(["--json", "logs", "test", "--sample", "x 9.9.9.9 from 7.7.7.7:1"],
+                     config=cfg).json()
+    assert sample["sample_ips"] == ["7.7.7.7"]
+    for bad, why in (("from ([0-9", "not a valid regular expression"),
+                     ("(a)(b)", "at most one group")):
+        result = run_cli(["logs", "once"], config=config(tmp_path, hub.url, ip_regex=bad),
+                         expect=2)
+        assert "logs.ip_regex" in result.err and why in result.err
+
+
+def test_a_text_seen_set_from_an_earlier_release_is_converted(tmp_path: Path, hub: Hub) -> None:
+    import sqlite3
+
+    state = tmp_path / "client" / "logs"
+    state.mkdir(parents=True)
+    with sqlite3.connect(state / "queue.db") as conn:
+        conn.execute("CREATE TABLE seen (ip TEXT PRIMARY KEY, last_date TEXT)")
+        conn.executemany("INSERT INTO seen VALUES (?, ?)", [("8.8.8.8", "2025-12-09"),
+                                                            ("9.9.9.9|2025-12-09", "2025-12-09")])
+    write_log(tmp_path / "sinkhole", "2025-12-09", 10,
+              [line("8.8.8.8", hour=10), line("7.7.7.7", hour=10)])
+    cfg = config(tmp_path, hub.url)
+    assert once(cfg)["uploaded"] == 1  # 8.8.8.8 was sent by the earlier release
+    assert _stored_ips(tmp_path) == ["7.7.7.7"]
+    with sqlite3.connect(state / "queue.db") as conn:
+        keys = dict(conn.execute("SELECT key, last_day FROM seen_ip"))
+        assert conn.execute("SELECT name FROM sqlite_master WHERE name = 'seen'").fetchone() \
+            is None
+    nine = (9 << 24) | (9 << 16) | (9 << 8) | 9
+    day = dt.date(2025, 12, 9).toordinal()
+    assert keys[(8 << 24) | (8 << 16) | (8 << 8) | 8] == day
+    assert keys[(day << 32) | nine] == day  # the daily key kept its day
 
 
 def test_bad_input_lines(tmp_path: Path, hub: Hub) -> None:

@@ -39,3 +39,22 @@ def test_fast_check_agrees_with_ipaddress() -> None:
 ])
 def test_extraction_is_strict(line: bytes, found: list[str]) -> None:
     assert find_ips(line) == found
+
+
+def test_two_generations_hold_at_most_the_limit_and_keep_what_is_used() -> None:
+    from datahubsync.logs.cache import TwoGenerations
+
+    cache: TwoGenerations[int, int] = TwoGenerations(4)
+    for key in range(4):
+        cache.put(key, key * 10)
+    assert len(cache) == 4 and not cache.young  # full: the young generation turned old
+    assert cache.get(1) == 10  # a hit moves it to the young generation, not a copy
+    assert len(cache) == 4 and 1 not in cache.old
+    for key in (5, 6, 7):
+        cache.put(key, key)
+        assert len(cache) <= 4
+        assert cache.get(1) == 10  # used in every generation: it stays
+    assert cache.get(0) is None and cache.get(2) is None  # not used since a turn: dropped
+    empty: TwoGenerations[int, int] = TwoGenerations(0)
+    empty.put(1, 1)
+    assert empty.get(1) is None and len(empty) == 0

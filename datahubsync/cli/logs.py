@@ -143,10 +143,10 @@ def test(app: AppContext, sample: str) -> int:
 
     Sends an empty batch (nothing is stored); 401/403 exit 2.
     """
-    from datahubsync.logs.parser import find_ips
+    from datahubsync.logs.parser import find_ips, token_pattern
 
     loaded = app.config()
-    found = find_ips(sample.encode())
+    found = find_ips(sample.encode(), token_pattern(loaded.config.logs.ip_regex))
     uploader = _uploader(loaded)
     answer = uploader.post(uploader.payload([]), None)
     app.emit({"message_type": "logs_test", "sample_ips": found, "endpoint": "ok",

@@ -33,22 +33,42 @@ def parse_token(token: bytes) -> str | None:
     return ".".join(map(str, values))
 
 
+def public_ip_value(token: bytes) -> int:
+    """The address in ``token`` as an integer if it is a strict, public IPv4 address, else 0
+    (0.0.0.0 is never public, so 0 cannot be an answer)."""
+    parts = token.rstrip(b".").split(b".")
+    if len(parts) != 4:
+        return 0
+    a, b, c, d = parts
+    if not (0 < len(a) < 4 and 0 < len(b) < 4 and 0 < len(c) < 4 and 0 < len(d) < 4):
+        return 0
+    a, b, c, d = int(a), int(b), int(c), int(d)
+    if a > 255 or b > 255 or c > 255 or d > 255:
+        return 0
+    value = (a << 24) | (b << 16) | (c << 8) | d
+    return value if is_public_int(value) else 0
+
+
+def ip_text(value: int) -> str:
+    return f"{value >> 24}.{(value >> 16) & 255}.{(value >> 8) & 255}.{value & 255}"
+
+
 def public_ip(token: bytes) -> str | None:
     """The address in ``token`` if it is a strict, public IPv4 address."""
-    parts = token.rstrip(b".").split(b".")
-    if len(parts) != 4 or any(not 1 <= len(p) <= 3 for p in parts):
-        return None
-    a, b, c, d = (int(p) for p in parts)
-    if a > 255 or b > 255 or c > 255 or d > 255:
-        return None
-    if not is_public_int((a << 24) | (b << 16) | (c << 8) | d):
-        return None
-    return f"{a}.{b}.{c}.{d}"
+    value = public_ip_value(token)
+    return ip_text(value) if value else None
 
 
-def find_ips(text: bytes) -> list[str]:
+def token_pattern(ip_regex: str | None) -> re.Pattern[bytes]:
+    """The regex that finds address tokens: ``logs.ip_regex`` or the generic digit runs.
+    A pattern with a group takes the group as the token."""
+    return TOKEN_RE if ip_regex is None else re.compile(ip_regex.encode())
+
+
+def find_ips(text: bytes, pattern: re.Pattern[bytes] = TOKEN_RE) -> list[str]:
     """Every public IPv4 address in ``text``, in order (for ``logs test``)."""
-    return [ip for m in TOKEN_RE.finditer(text) if (ip := public_ip(m.group()))]
+    group = 1 if pattern.groups else 0
+    return [ip for m in pattern.finditer(text) if (ip := public_ip(m.group(group) or b""))]
 
 
 def _non_global_ranges() -> tuple[list[int], list[int]] | None:

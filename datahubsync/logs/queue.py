@@ -11,11 +11,11 @@ server stores it once.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import sqlite3
 import time
 import uuid
-from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +26,7 @@ CREATE TABLE IF NOT EXISTS files (
     path TEXT PRIMARY KEY, dev INTEGER, ino INTEGER, offset INTEGER NOT NULL,
     fp BLOB, done INTEGER NOT NULL DEFAULT 0, updated REAL);
 CREATE TABLE IF NOT EXISTS queue (id INTEGER PRIMARY KEY AUTOINCREMENT, record TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS seen (ip TEXT PRIMARY KEY, last_date TEXT);
+CREATE TABLE IF NOT EXISTS seen_ip (key INTEGER PRIMARY KEY, last_day INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS batch (one INTEGER PRIMARY KEY CHECK (one = 1), key TEXT NOT NULL,
     last_id INTEGER NOT NULL, count INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS counters (day TEXT NOT NULL, name TEXT NOT NULL,
@@ -49,42 +49,54 @@ class FileState:
 class Batch:
     key: str
     last_id: int
-    records: list[dict[str, Any]]
+    texts: list[str]  # the records as queued: JSON objects, sent as they are
+
+    @property
+    def records(self) -> list[dict[str, Any]]:
+        return [json.loads(t) for t in self.texts]
+
+    def __len__(self) -> int:
+        return len(self.texts)
 
 
-class SeenCache:
-    """The recent part of the seen-set in memory (bounded); the whole of it is on disk."""
+def day_number(day: str) -> int:
+    """``YYYY-MM-DD`` as the integer the seen-set stores (proleptic ordinal)."""
+    return dt.date.fromisoformat(day).toordinal()
 
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
-        self.items: OrderedDict[str, str] = OrderedDict()
 
-    def get(self, key: str) -> str | None:
-        value = self.items.get(key)
-        if value is not None:
-            self.items.move_to_end(key)
-        return value
-
-    def put(self, key: str, value: str) -> None:
-        if self.limit <= 0:
-            return
-        self.items[key] = value
-        self.items.move_to_end(key)
-        while len(self.items) > self.limit:
-            self.items.popitem(last=False)
+def day_text(number: int) -> str:
+    return dt.date.fromordinal(number).isoformat()
 
 
 class LogQueue:
     """All of the client's state; used from one thread."""
 
-    def __init__(self, path: Path, max_memory_ips: int) -> None:
+    def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
         self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=FULL")
+        # NORMAL in WAL mode: a commit survives a kill -9 of this process; a power cut may
+        # lose the last commits, and with them their offsets, so those lines are read again.
+        self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.executescript(SCHEMA)
-        self.cache = SeenCache(max_memory_ips)
+        self._migrate_text_seen_set()
+
+    def _migrate_text_seen_set(self) -> None:
+        """Earlier releases kept the seen-set as text (``ip`` or ``ip|day``)."""
+        if self.db.execute("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'seen'"
+                           ).fetchone() is None:
+            return
+        rows = []
+        for key, last in self.db.execute("SELECT ip, last_date FROM seen"):
+            ip, _, day = str(key).partition("|")
+            a, b, c, d = (int(x) for x in ip.split("."))
+            value = (a << 24) | (b << 16) | (c << 8) | d
+            rows.append(((day_number(day) << 32) | value if day else value, day_number(last)))
+        self.db.execute("BEGIN IMMEDIATE")
+        self.db.executemany("INSERT OR REPLACE INTO seen_ip VALUES (?, ?)", rows)
+        self.db.execute("DROP TABLE seen")
+        self.db.execute("COMMIT")
 
     def close(self) -> None:
         self.db.close()
@@ -107,15 +119,15 @@ class LogQueue:
         return [FileState(r[0], r[1], r[2], r[3], r[4] or b"", bool(r[5])) for r in rows]
 
     # -- one chunk: records, counters and the offset in one transaction ----------
-    def commit_chunk(self, state: FileState, records: Iterable[dict[str, Any]],
-                     counts: dict[tuple[str, str], int], seen: dict[str, str]) -> None:
+    def commit_chunk(self, state: FileState, records: Iterable[str],
+                     counts: dict[tuple[str, str], int], seen: dict[int, int]) -> None:
+        """``records`` are JSON texts; ``seen`` maps seen-set keys to their day number."""
         db = self.db
         db.execute("BEGIN IMMEDIATE")
         try:
-            db.executemany("INSERT INTO queue (record) VALUES (?)",
-                           ((json.dumps(r, ensure_ascii=False),) for r in records))
-            db.executemany("INSERT INTO seen (ip, last_date) VALUES (?, ?) ON CONFLICT(ip) DO "
-                           "UPDATE SET last_date = excluded.last_date", seen.items())
+            db.executemany("INSERT INTO queue (record) VALUES (?)", ((r,) for r in records))
+            db.executemany("INSERT INTO seen_ip (key, last_day) VALUES (?, ?) ON CONFLICT(key) "
+                           "DO UPDATE SET last_day = excluded.last_day", seen.items())
             db.executemany("INSERT INTO counters VALUES (?, ?, ?) ON CONFLICT(day, name) DO "
                            "UPDATE SET value = value + excluded.value",
                            ((day, name, n) for (day, name), n in counts.items()))
@@ -128,38 +140,15 @@ class LogQueue:
         except BaseException:
             db.execute("ROLLBACK")
             raise
-        for ip, day in seen.items():
-            self.cache.put(ip, day)
 
-    def last_seen_many(self, keys: list[str]) -> dict[str, str]:
-        """The dates of the keys seen before (cache first, then the disk, 900 at a time)."""
-        found: dict[str, str] = {}
-        missing = []
-        for key in keys:
-            cached = self.cache.get(key)
-            if cached is not None:
-                found[key] = cached
-            else:
-                missing.append(key)
-        for start in range(0, len(missing), 900):
-            part = missing[start:start + 900]
-            rows = self.db.execute(f"SELECT ip, last_date FROM seen WHERE ip IN "
-                                   f"({', '.join('?' * len(part))})", part).fetchall()
-            for key, day in rows:
-                found[key] = day
-                self.cache.put(key, day)
-        return found
+    def last_seen_many(self, keys: list[int]) -> dict[int, int]:
+        """The day numbers of the seen-set keys found on disk (one query for all)."""
+        return dict(self.db.execute(
+            "SELECT key, last_day FROM seen_ip WHERE key IN (SELECT value FROM json_each(?))",
+            (f"[{','.join(map(str, keys))}]",)).fetchall())
 
-    def last_seen(self, key: str) -> str | None:
-        """The date an IP (or IP|date key) was last queued, or None if never."""
-        cached = self.cache.get(key)
-        if cached is not None:
-            return cached
-        row = self.db.execute("SELECT last_date FROM seen WHERE ip = ?", (key,)).fetchone()
-        if row is not None:
-            self.cache.put(key, row[0])
-            return str(row[0])
-        return None
+    def seen_count(self) -> int:
+        return int(self.db.execute("SELECT count(*) FROM seen_ip").fetchone()[0])
 
     # -- batches -----------------------------------------------------------------
     def depth(self) -> int:
@@ -170,16 +159,16 @@ class LogQueue:
         row = self.db.execute("SELECT key, last_id FROM batch").fetchone()
         if row is not None:
             key, last_id = row
-            records = [json.loads(r) for (r,) in self.db.execute(
+            texts = [r for (r,) in self.db.execute(
                 "SELECT record FROM queue WHERE id <= ? ORDER BY id", (last_id,))]
-            if records:
-                return Batch(key, last_id, records)
+            if texts:
+                return Batch(key, last_id, texts)
             self.db.execute("DELETE FROM batch")
         rows = self.db.execute("SELECT id, record FROM queue ORDER BY id LIMIT ?",
                                (size,)).fetchall()
         if not rows:
             return None
-        batch = Batch(uuid.uuid4().hex, rows[-1][0], [json.loads(r) for _, r in rows])
+        batch = Batch(uuid.uuid4().hex, rows[-1][0], [r for _, r in rows])
         self.db.execute("INSERT INTO batch VALUES (1, ?, ?, ?)",
                         (batch.key, batch.last_id, len(rows)))
         return batch
@@ -190,7 +179,7 @@ class LogQueue:
         db.execute("DELETE FROM queue WHERE id <= ?", (batch.last_id,))
         db.execute("DELETE FROM batch")
         db.execute("INSERT INTO counters VALUES (?, 'uploaded', ?) ON CONFLICT(day, name) DO "
-                   "UPDATE SET value = value + excluded.value", (day, len(batch.records)))
+                   "UPDATE SET value = value + excluded.value", (day, len(batch)))
         db.execute("INSERT OR REPLACE INTO meta VALUES ('last_upload', ?)",
                    (time.strftime("%Y-%m-%dT%H:%M:%S%z"),))
         db.execute("COMMIT")

@@ -14,7 +14,7 @@ from typing import Any
 from datahubsync.core.config import LoadedConfig
 from datahubsync.core.errors import ConfigError
 from datahubsync.logs.queue import LogQueue
-from datahubsync.logs.reader import Counts, ReadSettings, read_file
+from datahubsync.logs.reader import Counts, ReadSettings, new_memory, read_file
 
 log = logging.getLogger(__name__)
 
@@ -48,13 +48,13 @@ def queue_path(loaded: LoadedConfig) -> Path:
 
 
 def open_queue(loaded: LoadedConfig) -> LogQueue:
-    return LogQueue(queue_path(loaded), loaded.config.logs.max_memory_ips)
+    return LogQueue(queue_path(loaded))
 
 
 def settings(cfg: Any) -> ReadSettings:
     return ReadSettings(cfg.botnet_type, cfg.dedupe, cfg.timestamp_source,
                         cfg.raw_line_prefix_chars, cfg.chunk_bytes, cfg.max_line_bytes,
-                        cfg.stable_seconds)
+                        cfg.stable_seconds, cfg.max_memory_ips, cfg.ip_regex)
 
 
 @dataclass
@@ -82,10 +82,10 @@ def one_pass(loaded: LoadedConfig, queue: LogQueue, listing: Listing, uploader: 
             result.uploaded += sent.records
             result.batches += sent.batches
 
-    judged: dict[bytes, str] = {}
+    memory = new_memory(cfg.max_memory_ips)
     for path in listing.files():
         try:
-            counts: Counts = read_file(path, queue, read, now(), upload_if_backed_up, judged)
+            counts: Counts = read_file(path, queue, read, now(), upload_if_backed_up, memory)
         except FileNotFoundError:
             continue  # rotated away between listing and reading
         result.files += 1
