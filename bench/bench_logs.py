@@ -60,7 +60,6 @@ def extraction(work: Path, files: list[Path], runs: int) -> dict[str, object]:
                 if tool in VARIANTS:
                     state = work / "client"
                     shutil.rmtree(state, ignore_errors=True)
-                    shutil.rmtree(work / "hubstate" / "logs", ignore_errors=True)
                     cfg = write_yaml(work / "logs.yaml", {"state_dir": str(state), "logs": {
                         "log_dir": str(files[0].parent), "api_endpoint":
                         f"{hub.url}/api/v1/logs/ips", "api_key": KEY, "stable_seconds": 0,

@@ -121,40 +121,50 @@ class Extractor:
         """Queue records (JSON texts) for the addresses of ``chunk`` not seen before;
         counts the rest; ``seen`` gets the seen-set rows to write with them.
 
-        The loop over matches only counts tokens; each distinct token of the
-        chunk is then looked up in the pass's memory, and only tokens it does
+        Each match costs one lookup in the pass's memory; a token it knows as
+        seen today (the common case in a sinkhole log) or as no public address
+        is only counted. The rest are collected; only tokens the memory does
         not know are parsed and asked of the seen-set on disk, all in one query.
         """
         cfg, day = self.cfg, self.day
         counts.add(day, "lines", chunk.count(b"\n"))
-        occurrences: dict[bytes, int] = {}  # token -> count, in order of first occurrence
-        first: dict[bytes, int] = {}  # token -> offset of its first occurrence here
-        group = self.group
-        for match in self.pattern.finditer(chunk):
-            token = match.group(group)
-            if token in occurrences:
-                occurrences[token] += 1
-            elif token:
-                occurrences[token] = 1
-                first[token] = match.start(group)
         self.memory.rotate_if_full()
         if cfg.dedupe == "none":
-            return self._every_occurrence(chunk, counts, occurrences, first)
+            return self._every_occurrence(chunk, counts)
         young, old = self.memory.young, self.memory.old
         today = self.day_number
         daily = (today << 32) if cfg.dedupe == "daily" else 0
-        dropped = total = dup_day = dup_global = 0
-        unknown: dict[int, list[bytes]] = {}  # address -> its tokens here, to ask the disk
-        for token, n in occurrences.items():
+        occurrences: dict[bytes, int] = {}  # tokens to decide -> count, in order of first sight
+        first: dict[bytes, int] = {}  # token -> offset of its first occurrence here
+        states: dict[bytes, int | None] = {}  # what the memory said about them
+        group = self.group
+        seen_today = dropped = 0
+        for match in self.pattern.finditer(chunk):
+            token = match.group(group)
             state = young.get(token)
+            if state == today:
+                seen_today += 1
+                continue
             if state is None:
                 state = old.pop(token, None)
                 if state is not None:
                     young[token] = state
+                    if state == today:
+                        seen_today += 1
+                        continue
             if state == NOT_PUBLIC:
-                dropped += n
-                continue
-            if state is None or (daily and state != today):
+                dropped += 1
+            elif token in occurrences:
+                occurrences[token] += 1
+            elif token:
+                occurrences[token] = 1
+                first[token] = match.start(group)
+                states[token] = state
+        total, dup_day, dup_global = seen_today, seen_today, 0
+        unknown: dict[int, list[bytes]] = {}  # address -> its tokens here, to ask the disk
+        for token, n in occurrences.items():
+            state = states[token]
+            if state is None or daily:  # daily: a day-keyed row other than today's says nothing
                 ip = public_ip_value(token)
                 if not ip:
                     young[token] = NOT_PUBLIC
@@ -162,9 +172,6 @@ class Extractor:
                     continue
                 total += n
                 unknown.setdefault(ip, []).append(token)
-            elif state == today:
-                total += n
-                dup_day += n
             else:  # seen on an earlier day: a global duplicate; the seen-set moves on
                 total += n
                 dup_global += 1
@@ -197,10 +204,19 @@ class Extractor:
         counts.add(day, "queued", len(out))
         return out
 
-    def _every_occurrence(self, chunk: bytes, counts: Counts, occurrences: dict[bytes, int],
-                          first: dict[bytes, int]) -> list[str]:
+    def _every_occurrence(self, chunk: bytes, counts: Counts) -> list[str]:
         """Dedupe ``none``: every occurrence of a public address travels."""
         young, old = self.memory.young, self.memory.old
+        occurrences: dict[bytes, int] = {}
+        first: dict[bytes, int] = {}
+        group = self.group
+        for match in self.pattern.finditer(chunk):
+            token = match.group(group)
+            if token in occurrences:
+                occurrences[token] += 1
+            elif token:
+                occurrences[token] = 1
+                first[token] = match.start(group)
         out: list[str] = []
         dropped = total = 0
         for token, n in occurrences.items():
