@@ -140,3 +140,32 @@ def test_no_key_configured_refuses_everyone(tmp_path: Path) -> None:
         assert post(hub, batch(["1.2.3.4"]))[0] == 401
     finally:
         hub.stop()
+
+
+def test_a_body_arriving_in_pieces_is_read_whole(tmp_path: Path) -> None:
+    """A 500-record body sent in two writes with a pause between is one batch, not a
+    truncated one ("not valid JSON": the body was read only as far as it had arrived)."""
+    import socket
+    import time
+    from urllib.parse import urlsplit
+
+    server = start(tmp_path)
+    try:
+        ips = [f"{11 + i // 65536}.{(i // 256) % 256}.{i % 256}.7" for i in range(500)]
+        body = json.dumps(batch(ips)).encode()
+        head = (f"POST {PATH} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                f"X-API-Key: {KEY}\r\nContent-Length: {len(body)}\r\n"
+                "Connection: close\r\n\r\n").encode()
+        url = urlsplit(server.url)
+        with socket.create_connection((url.hostname, url.port), timeout=30) as sock:
+            sock.sendall(head + body[:1000])
+            time.sleep(0.3)
+            sock.sendall(body[1000:])
+            answer = b""
+            while chunk := sock.recv(65536):
+                answer += chunk
+        status = int(answer.split(b" ", 2)[1])
+        assert status == 200, answer[-300:]
+        assert json.loads(answer.split(b"\r\n\r\n", 1)[1]) == {"received_count": 500}
+    finally:
+        server.stop()

@@ -13,5 +13,10 @@ async def read_limited(request: Any, limit: int) -> bytes | None:
     """
     if request.content_length is not None and request.content_length > limit:
         return None
-    raw = await request.content.read(limit + 1)
-    return None if len(raw) > limit else bytes(raw)
+    body = bytearray()
+    while len(body) <= limit:  # read(n) returns what has arrived, up to n: loop to the end
+        chunk = await request.content.read(limit + 1 - len(body))
+        if not chunk:
+            break
+        body += chunk
+    return None if len(body) > limit else bytes(body)
