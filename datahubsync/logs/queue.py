@@ -155,6 +155,10 @@ class LogQueue:
         return int(self.db.execute("SELECT count(*) FROM seen_ip").fetchone()[0])
 
     # -- batches -----------------------------------------------------------------
+    def recount(self) -> None:
+        """Forget the kept depth: another connection (the upload thread) changed the queue."""
+        self._depth = None
+
     def depth(self) -> int:
         """Records queued. Counted once, then kept up to date by this object's commits and
         acknowledgements (it is the only writer: the command holds the state lock); a

@@ -139,14 +139,15 @@ class Extractor:
         states: dict[bytes, int | None] = {}  # what the memory said about them
         group = self.group
         seen_today = dropped = 0
+        recall, recall_old = young.get, old.pop  # bound once: this loop runs per match
         for match in self.pattern.finditer(chunk):
-            token = match.group(group)
-            state = young.get(token)
+            token = match[group]
+            state = recall(token)
             if state == today:
                 seen_today += 1
                 continue
             if state is None:
-                state = old.pop(token, None)
+                state = recall_old(token, None)
                 if state is not None:
                     young[token] = state
                     if state == today:

@@ -13,6 +13,7 @@ from typing import Any
 
 from datahubsync.core.config import LoadedConfig
 from datahubsync.core.errors import ConfigError
+from datahubsync.logs.background import BackgroundUpload
 from datahubsync.logs.queue import LogQueue
 from datahubsync.logs.reader import Counts, ReadSettings, new_memory, read_file
 
@@ -75,28 +76,31 @@ def one_pass(loaded: LoadedConfig, queue: LogQueue, listing: Listing, uploader: 
     cfg = loaded.config.logs
     read = settings(cfg)
     result = PassResult()
-
-    def upload_if_backed_up() -> None:
-        if uploader is not None and queue.depth() >= cfg.force_upload_threshold:
-            sent = uploader.drain(queue, cfg.batch_size)
-            result.uploaded += sent.records
-            result.batches += sent.batches
-
+    background = None if uploader is None else BackgroundUpload(
+        uploader, queue.path, cfg.batch_size, cfg.force_upload_threshold)
     memory = new_memory(cfg.max_memory_ips)
-    for path in listing.files():
+    try:
+        for path in listing.files():
+            try:
+                counts: Counts = read_file(path, queue, read, now(),
+                                           background.poke if background else None, memory)
+            except FileNotFoundError:
+                continue  # rotated away between listing and reading
+            result.files += 1
+            result.lines += counts.total("lines")
+            result.ips += counts.total("ips")
+            result.queued += counts.total("queued")
+            result.duplicates += counts.total("dup_day") + counts.total("dup_global")
+    except BaseException:
+        if background is not None:
+            background.abandon()
+        raise
+    if background is not None:
         try:
-            counts: Counts = read_file(path, queue, read, now(), upload_if_backed_up, memory)
-        except FileNotFoundError:
-            continue  # rotated away between listing and reading
-        result.files += 1
-        result.lines += counts.total("lines")
-        result.ips += counts.total("ips")
-        result.queued += counts.total("queued")
-        result.duplicates += counts.total("dup_day") + counts.total("dup_global")
-    if uploader is not None:
-        sent = uploader.drain(queue, 1 if flush else cfg.min_upload_batch)
-        result.uploaded += sent.records
-        result.batches += sent.batches
+            background.finish(1 if flush else cfg.min_upload_batch)
+        finally:
+            result.uploaded, result.batches = background.records, background.batches
+    queue.recount()
     result.pending = queue.depth()
     queue.set_meta("last_pass", time.strftime("%Y-%m-%dT%H:%M:%S%z"))
     return result
