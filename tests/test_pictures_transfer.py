@@ -63,3 +63,62 @@ def test_local_path_drops_the_drive_and_refuses_escapes(tmp_path: Path) -> None:
     for bad in ("D:\\pic\\..\\..\\x", "\\\\host\\share\\x", "D:pic\\x", "rel\\x", ""):
         with pytest.raises(ValueError):
             local_path(tmp_path, bad)
+
+
+class _KeepAliveServer:
+    """Answers requests with canned replies; per connection, ``per_connection`` replies
+    then it hangs up (without saying so, like a server closing an idle connection)."""
+
+    def __init__(self, replies: list[bytes], per_connection: int) -> None:
+        self.replies, self.per_connection = replies, per_connection
+        self.connections = 0
+        self.server = socket.create_server(("127.0.0.1", 0))
+        self.port = self.server.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.server.accept()
+            except OSError:
+                return
+            self.connections += 1
+            with conn:
+                for _ in range(self.per_connection):
+                    request = b""
+                    while b"\r\n\r\n" not in request:
+                        data = conn.recv(65536)
+                        if not data:
+                            break
+                        request += data
+                    if not request or not self.replies:
+                        break
+                    conn.sendall(self.replies.pop(0))
+
+
+def _ok(body: bytes) -> bytes:
+    return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+
+
+def test_a_connection_the_server_closed_is_replaced_once(tmp_path: Path) -> None:
+    server = _KeepAliveServer([_ok(b"first"), _ok(b"second")], per_connection=1)
+    transport = HttpTransport(f"http://127.0.0.1:{server.port}", None, 5)
+    for name, body in (("a.jpg", b"first"), ("b.jpg", b"second")):
+        dest = local_path(tmp_path, f"D:\\pic\\{name}")
+        got = transport.fetch(f"D:\\pic\\{name}", dest)
+        assert got.state == "downloaded", got
+        assert dest.read_bytes() == body
+    assert server.connections == 2
+    transport.close()
+
+
+def test_an_error_body_is_read_and_the_connection_kept(tmp_path: Path) -> None:
+    missing = b"HTTP/1.1 404 Not Found\r\nContent-Length: 9\r\n\r\nnot found"
+    server = _KeepAliveServer([missing, _ok(b"picture")], per_connection=2)
+    transport = HttpTransport(f"http://127.0.0.1:{server.port}", None, 5)
+    gone = transport.fetch("D:\\pic\\gone.jpg", local_path(tmp_path, "D:\\pic\\gone.jpg"))
+    assert gone.state == "not_found"
+    dest = local_path(tmp_path, "D:\\pic\\here.jpg")
+    assert transport.fetch("D:\\pic\\here.jpg", dest).state == "downloaded"
+    assert dest.read_bytes() == b"picture" and server.connections == 1
+    transport.close()

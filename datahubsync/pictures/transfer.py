@@ -18,6 +18,8 @@ the final name.
 
 from __future__ import annotations
 
+import errno
+import http.client
 import os
 import socket
 import struct
@@ -139,24 +141,34 @@ class PathLocks:
                     self._held[dest] = (lock, users - 1)
 
 
-class HttpTransport:
-    """``GET {server_url}/files/{path}`` over keep-alive connections, one per worker thread.
+_STALE = (http.client.RemoteDisconnected, http.client.CannotSendRequest,
+          http.client.ResponseNotReady, BrokenPipeError, ConnectionResetError)
+_NETWORK_ERRNOS = {errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EHOSTDOWN, errno.ENETDOWN}
+ERROR_BODY_MAX = 64 * 1024  # an error page longer than this is not read: the connection goes
 
-    urllib3 directly, not requests: requests costs 1.3 ms of CPU per request
-    here against urllib3's 0.5 ms, and with 200 KB pictures the client's CPU
-    is what bounds the transfer rate (see bench/bench_pictures.py).
+
+class HttpTransport:
+    """``GET {server_url}/files/{path}`` over keep-alive connections, one per worker thread
+    and server.
+
+    ``http.client`` directly: with 200 KB pictures the client's CPU bounds the
+    transfer rate, and a request cost 1.3 ms of CPU through requests, 0.5 ms
+    through urllib3 and 0.2 ms here (bench/bench_pictures.py). What urllib3
+    gave on top is small and done here: a connection the server closed while
+    idle is retried once on a fresh one (GET and HEAD only), a response not
+    read to its end closes its connection, and the body length is checked.
     """
 
     def __init__(self, server_url: str | None, token: str | None, timeout: float,
                  connections: int = 8) -> None:
-        import urllib3
-
         self.server_url = server_url
         self.token = token
-        self.pool = urllib3.PoolManager(
-            num_pools=16, maxsize=connections, retries=False,
-            timeout=urllib3.Timeout(connect=min(10.0, timeout), read=timeout),
-            headers={"User-Agent": f"datahubsync/{__version__}"})
+        self.timeout = timeout
+        self.connect_timeout = min(10.0, timeout)
+        self.user_agent = f"datahubsync/{__version__}"
+        self._local = threading.local()  # per thread: {(scheme, netloc): connection}
+        self._guard = threading.Lock()
+        self._all: list[http.client.HTTPConnection] = []
 
     def url_for(self, remote: str) -> tuple[str, dict[str, str]]:
         if is_url(remote):
@@ -169,45 +181,103 @@ class HttpTransport:
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
         return f"{self.server_url}/files/{path}", headers
 
-    def fetch(self, remote: str, dest: Path) -> Fetched:
-        import urllib3
+    def _connection(self, scheme: str, netloc: str) -> http.client.HTTPConnection:
+        conns = getattr(self._local, "conns", None)
+        if conns is None:
+            conns = self._local.conns = {}
+        conn = conns.get((scheme, netloc))
+        if conn is None:
+            if scheme == "https":
+                conn = http.client.HTTPSConnection(netloc, timeout=self.connect_timeout)
+            elif scheme == "http":
+                conn = http.client.HTTPConnection(netloc, timeout=self.connect_timeout)
+            else:
+                raise UnsafePath(f"not an http(s) URL: {scheme}://{netloc}")
+            conns[(scheme, netloc)] = conn
+            with self._guard:
+                self._all.append(conn)
+        if conn.sock is None:
+            conn.connect()
+            conn.sock.settimeout(self.timeout)  # connect with the short timeout, read with this
+        return conn
 
+    def _request(self, method: str, url: str,
+                 headers: dict[str, str]) -> tuple[http.client.HTTPConnection,
+                                                   http.client.HTTPResponse]:
+        parts = urlsplit(url)
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        headers = {"User-Agent": self.user_agent, **headers}
+        for attempt in range(2):
+            conn = self._connection(parts.scheme, parts.netloc)
+            reused = attempt == 0 and getattr(conn, "_dhs_used", False)
+            try:
+                conn.request(method, target, headers=headers)
+                response = conn.getresponse()
+                conn._dhs_used = True  # type: ignore[attr-defined]
+                return conn, response
+            except _STALE:
+                conn.close()
+                conn._dhs_used = False  # type: ignore[attr-defined]
+                if not reused:
+                    raise
+        raise AssertionError("unreachable")
+
+    @staticmethod
+    def _discard(conn: http.client.HTTPConnection, response: http.client.HTTPResponse) -> None:
+        """Read a short error body so the connection can serve the next request."""
+        body = response.read(ERROR_BODY_MAX + 1)
+        if len(body) > ERROR_BODY_MAX or not response.isclosed():
+            conn.close()
+
+    def fetch(self, remote: str, dest: Path) -> Fetched:
         url, headers = self.url_for(remote)
+        conn: http.client.HTTPConnection | None = None
         try:
             have = _existing_size(dest)
             if have is not None:
-                head = self.pool.request("HEAD", url, headers=headers, redirect=False)
-                if head.status == 200 and head.headers.get("Content-Length") == str(have):
+                conn, head = self._request("HEAD", url, headers)
+                head.read()
+                if head.status == 200 and head.getheader("Content-Length") == str(have):
                     return Fetched("downloaded", have, skipped=True)
-            resp = self.pool.request("GET", url, headers=headers, preload_content=False,
-                                     redirect=False)
+            conn, response = self._request("GET", url, headers)
+            if response.status != 200:
+                self._discard(conn, response)  # the error body must not be left for the next
+                if response.status in (404, 410):
+                    return Fetched("not_found", error=f"HTTP {response.status} from server")
+                return Fetched("error", error=f"HTTP {response.status} {response.reason}")
+            expected = response.getheader("Content-Length")
+            writer = _TempWriter(dest)
             try:
-                if resp.status != 200:
-                    resp.drain_conn()  # the error body must not be left for the next request
-                    if resp.status in (404, 410):
-                        return Fetched("not_found", error=f"HTTP {resp.status} from server")
-                    return Fetched("error", error=f"HTTP {resp.status} {resp.reason}")
-                expected = resp.headers.get("Content-Length")
-                writer = _TempWriter(dest)
-                try:
-                    for block in resp.stream(CHUNK):
-                        writer.write(block)
-                    if expected is not None and int(expected) != writer.size:
-                        raise ConnectionError(f"truncated: {writer.size} of {expected} bytes")
-                    writer.commit()
-                except BaseException:
-                    writer.abort()
-                    raise
-                return Fetched("downloaded", writer.size)
-            finally:
-                resp.release_conn()
-        except (urllib3.exceptions.HTTPError, ConnectionError, TimeoutError) as exc:
+                buffer = bytearray(CHUNK)
+                view = memoryview(buffer)
+                while read := response.readinto(buffer):
+                    writer.write(view[:read])
+                if expected is not None and int(expected) != writer.size:
+                    raise ConnectionError(f"truncated: {writer.size} of {expected} bytes")
+                writer.commit()
+            except BaseException:
+                writer.abort()
+                conn.close()
+                raise
+            return Fetched("downloaded", writer.size)
+        except UnsafePath:
+            raise
+        except (http.client.HTTPException, ConnectionError, TimeoutError, ValueError) as exc:
+            if conn is not None:
+                conn.close()
             return Fetched("error", error=describe_error(exc))
         except OSError as exc:
+            if conn is not None:
+                conn.close()
+            if isinstance(exc, socket.gaierror) or exc.errno in _NETWORK_ERRNOS:
+                return Fetched("error", error=describe_error(exc))
             return Fetched("error", error=f"local: {exc.strerror or exc}: {exc.filename or dest}")
 
     def close(self) -> None:
-        self.pool.clear()
+        with self._guard:
+            for conn in self._all:
+                conn.close()
+            self._all.clear()
 
 
 def _recv_exactly(sock: socket.socket, count: int) -> bytes:
