@@ -316,13 +316,14 @@ def test_memory_does_not_grow_with_the_file(tmp_path: Path, hub: Hub) -> None:
     ips = public_ips(2000, seed=11)
     rng = random.Random(3)
     sizes = {}
-    for label, lines in (("small", 20_000), ("large", 400_000)):
+    for label, lines in (("small", 20_000), ("large", 800_000)):
         base = tmp_path / label
         text = "".join(line(rng.choice(ips)) for _ in range(lines))
         write_log(base / "sinkhole", "2025-12-09", 16, [text])
         sizes[label] = _peak_rss_kb(config(base, hub.url, chunk_bytes=1 << 20))
-    # ~1.5 MB vs ~30 MB of log: the peak must not follow the file size
-    assert sizes["large"] < sizes["small"] + 8 * 1024, sizes
+    # ~1.5 MB vs ~60 MB of log: the peak must not follow the file size (the margin is for
+    # the allocator: with the upload thread, glibc keeps a second arena)
+    assert sizes["large"] < sizes["small"] + 16 * 1024, sizes
 
 
 def test_delivery_into_postgresql(tmp_path: Path, pg_url: str) -> None:
