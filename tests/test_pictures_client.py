@@ -307,3 +307,25 @@ def test_doctor_checks_table_server_and_ledger(tmp_path: Path) -> None:
         assert "refused" in failed["picture server"]["detail"].lower()
     finally:
         server.stop()
+
+
+def test_a_refused_token_stops_the_pass_and_spends_no_attempt(tmp_path: Path) -> None:
+    """401 from our picture server: exit 2 naming pictures.token, no file counted as an
+    attempt (no backoff to wait out); with the right token the next pass fetches all."""
+    pics = make_pictures(tmp_path / "srv", 2)
+    url, table = sqlite_tasks(tmp_path, pics.tasks)
+    server = start_server(tmp_path, pics.root)
+    try:
+        wrong = client_config(tmp_path, server.url, url, table, name="wrong.yaml",
+                              token="not-the-token", retry_initial=3600, retry_max=3600)
+        refused = run_cli(["pictures", "once"], config=wrong, expect=2)
+        assert "refused pictures.token" in refused.err and "not-the-token" not in refused.err
+        status = _status(wrong)
+        assert _mirror_count(tmp_path / "mirror") == 0
+        assert status["problems"] == [], status  # no file has an attempt or an error
+        right = client_config(tmp_path, server.url, url, table, retry_initial=3600,
+                              retry_max=3600)
+        result = run_cli(["--json", "pictures", "once"], config=right).json()
+        assert result["downloaded"] == 16 and check_mirror(pics, tmp_path / "mirror") == []
+    finally:
+        server.stop()

@@ -46,7 +46,7 @@ class UnsafePath(ValueError):
 
 @dataclass(frozen=True)
 class Fetched:
-    state: str  # downloaded | not_found | error
+    state: str  # downloaded | not_found | error | refused (our server: 401/403)
     size: int | None = None
     error: str | None = None
     skipped: bool = False
@@ -172,14 +172,18 @@ class HttpTransport:
 
     def url_for(self, remote: str) -> tuple[str, dict[str, str]]:
         if is_url(remote):
-            ours = self.server_url and remote.startswith(self.server_url + "/")
-            return remote, ({"Authorization": f"Bearer {self.token}"} if ours and self.token
-                            else {})
+            return remote, ({"Authorization": f"Bearer {self.token}"}
+                            if self.is_ours(remote) and self.token else {})
         if not self.server_url:
             raise UnsafePath("pictures.server_url is not set")
         path = quote(remote.replace("\\", "/").lstrip("/"), safe="/:")
         headers = {"Authorization": f"Bearer {self.token}"} if self.token else {}
         return f"{self.server_url}/files/{path}", headers
+
+    def is_ours(self, remote: str) -> bool:
+        """A path on ``server_url`` (which takes our token), not some other server's URL."""
+        return not is_url(remote) or bool(self.server_url
+                                          and remote.startswith(self.server_url + "/"))
 
     def _connection(self, scheme: str, netloc: str) -> http.client.HTTPConnection:
         conns = getattr(self._local, "conns", None)
@@ -244,6 +248,9 @@ class HttpTransport:
                 self._discard(conn, response)  # the error body must not be left for the next
                 if response.status in (404, 410):
                     return Fetched("not_found", error=f"HTTP {response.status} from server")
+                if response.status in (401, 403) and self.is_ours(remote):
+                    return Fetched("refused", error=f"HTTP {response.status}: the picture "
+                                   "server refused pictures.token (missing or wrong)")
                 return Fetched("error", error=f"HTTP {response.status} {response.reason}")
             expected = response.getheader("Content-Length")
             writer = _TempWriter(dest)

@@ -53,6 +53,11 @@ RECORD_EVERY = 200  # outcomes per ledger transaction
 RECORD_SECONDS = 1.0
 
 
+class ServerRefused(ConfigError):
+    """Our picture server answered 401/403: every file would fail the same way, so the
+    pass stops (exit 2) instead of spending attempts and backoff on each of them."""
+
+
 class StalledError(DatahubsyncError):
     """No progress for ``stall_timeout``: exit so the service manager restarts us."""
 
@@ -211,6 +216,7 @@ class Worker:
         page = max(256, self.cfg.workers * 64)
         exhausted = False
         started = self.clock()  # files failing in this pass wait for the next one
+        refused: str | None = None  # our server refused the token: stop, record nothing of it
         pending: list[Outcome] = []
         flushed = time.monotonic()
         try:
@@ -230,7 +236,10 @@ class Worker:
                     outcome, skipped = results.get(timeout=RECORD_SECONDS)
                 except queue.Empty:
                     outcome = None
-                if outcome is not None:
+                if outcome is not None and outcome.state == "refused":
+                    in_flight.discard((outcome.row.task_id, outcome.row.idx))
+                    refused, exhausted = outcome.error, True  # no more jobs; finish the rest
+                elif outcome is not None:
                     key = (outcome.row.task_id, outcome.row.idx)
                     in_flight.discard(key)
                     unrecorded.add(key)
@@ -248,6 +257,9 @@ class Worker:
                 self.ledger.record(pending, self.rules)
             for _thread in threads:
                 jobs.put(None)
+        if refused is not None:
+            raise ServerRefused(f"{self.cfg.server_url}: {refused}; nothing was counted "
+                                "as an attempt")
 
     def _count(self, outcome: Outcome, skipped: bool, result: PassResult) -> None:
         row = outcome.row
