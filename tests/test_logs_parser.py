@@ -41,20 +41,18 @@ def test_extraction_is_strict(line: bytes, found: list[str]) -> None:
     assert find_ips(line) == found
 
 
-def test_two_generations_hold_at_most_the_limit_and_keep_what_is_used() -> None:
+def test_two_generations_hold_at_most_the_limit_and_keep_what_was_moved() -> None:
     from datahubsync.logs.cache import TwoGenerations
 
     cache: TwoGenerations[int, int] = TwoGenerations(4)
-    for key in range(4):
-        cache.put(key, key * 10)
-    assert len(cache) == 4 and not cache.young  # full: the young generation turned old
-    assert cache.get(1) == 10  # a hit moves it to the young generation, not a copy
-    assert len(cache) == 4 and 1 not in cache.old
-    for key in (5, 6, 7):
-        cache.put(key, key)
-        assert len(cache) <= 4
-        assert cache.get(1) == 10  # used in every generation: it stays
-    assert cache.get(0) is None and cache.get(2) is None  # not used since a turn: dropped
+    cache.young.update({k: k for k in range(4)})
+    cache.rotate_if_full()
+    assert len(cache) == 4 and not cache.young and list(cache.old) == [0, 1, 2, 3]
+    cache.young[1] = cache.old.pop(1)  # a hit, as the reader records it
+    cache.young.update({5: 5, 6: 6})
+    cache.rotate_if_full()  # 1 + 5 + 6 young, 0 2 3 old: full, turn
+    assert sorted(cache.old) == [1, 5, 6] and not cache.young and len(cache) <= 4
     empty: TwoGenerations[int, int] = TwoGenerations(0)
-    empty.put(1, 1)
-    assert empty.get(1) is None and len(empty) == 0
+    empty.young[1] = 1
+    empty.rotate_if_full()
+    assert len(empty) == 0

@@ -1,7 +1,8 @@
 """A bounded map for hot keys: two generations instead of an LRU list.
 
-Lookups hit the young generation, then the old one (a hit there moves the
-key to the young one). When both together hold ``limit`` keys, the young one
+Lookups (done inline by the log reader, whose per-match loop cannot afford a
+method call) hit the young generation, then the old one, and a hit there
+moves the key to the young one. When both together hold ``limit`` keys, the young one
 becomes the old one and the previous old one, the keys not used since the
 last turn, is dropped. No per-hit bookkeeping beyond a dict store, which is
 what the per-address loops of the log reader can afford (an OrderedDict
@@ -26,24 +27,9 @@ class TwoGenerations(Generic[K, V]):
         self.young: dict[K, V] = {}
         self.old: dict[K, V] = {}
 
-    def get(self, key: K) -> V | None:
-        value = self.young.get(key)
-        if value is None:
-            value = self.old.pop(key, None)
-            if value is not None:
-                self.young[key] = value
-        return value
-
-    def put(self, key: K, value: V) -> None:
-        if self.limit <= 0:
-            return
-        self.old.pop(key, None)
-        self.young[key] = value
-        self.rotate_if_full()
-
     def rotate_if_full(self) -> None:
-        """Turn the generations once they hold ``limit`` keys (callers that fill ``young``
-        directly in a hot loop call this between loops)."""
+        """Turn the generations once they hold ``limit`` keys (the reader fills ``young``
+        in its loop over a chunk and calls this between chunks)."""
         if len(self.young) + len(self.old) >= self.limit:
             self.old, self.young = self.young, {}
             if self.limit <= 0:

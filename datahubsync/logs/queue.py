@@ -12,14 +12,12 @@ server stores it once.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import sqlite3
 import time
 import uuid
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (
@@ -50,10 +48,6 @@ class Batch:
     key: str
     last_id: int
     texts: list[str]  # the records as queued: JSON objects, sent as they are
-
-    @property
-    def records(self) -> list[dict[str, Any]]:
-        return [json.loads(t) for t in self.texts]
 
     def __len__(self) -> int:
         return len(self.texts)
@@ -150,9 +144,6 @@ class LogQueue:
         return dict(self.db.execute(
             "SELECT key, last_day FROM seen_ip WHERE key IN (SELECT value FROM json_each(?))",
             (f"[{','.join(map(str, keys))}]",)).fetchall())
-
-    def seen_count(self) -> int:
-        return int(self.db.execute("SELECT count(*) FROM seen_ip").fetchone()[0])
 
     # -- batches -----------------------------------------------------------------
     def recount(self) -> None:
