@@ -61,11 +61,11 @@ class BackgroundUpload:
                 self._wake.wait()
                 self._wake.clear()
                 final = self._final
+                queue.recount()  # the reader's commits went through its own connection
                 if final is not None:
                     if final > 0:
                         self._drain(queue, final)
                     return
-                queue.recount()
                 if queue.depth() >= self.threshold:
                     self._drain(queue, self.batch_size)
         except BaseException as exc:  # handed to the reader
@@ -74,7 +74,6 @@ class BackgroundUpload:
             queue.close()
 
     def _drain(self, queue: LogQueue, minimum: int) -> None:
-        queue.recount()
         sent = self.uploader.drain(queue, minimum)
         self.records += sent.records
         self.batches += sent.batches

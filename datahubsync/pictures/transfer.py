@@ -185,7 +185,9 @@ class HttpTransport:
         return not is_url(remote) or bool(self.server_url
                                           and remote.startswith(self.server_url + "/"))
 
-    def _connection(self, scheme: str, netloc: str) -> http.client.HTTPConnection:
+    def _connection(self, scheme: str, netloc: str) -> tuple[http.client.HTTPConnection, bool]:
+        """This thread's connection to ``netloc``, and whether it was open already (kept
+        alive from an earlier request, so the server may have closed it meanwhile)."""
         conns = getattr(self._local, "conns", None)
         if conns is None:
             conns = self._local.conns = {}
@@ -200,10 +202,11 @@ class HttpTransport:
             conns[(scheme, netloc)] = conn
             with self._guard:
                 self._all.append(conn)
-        if conn.sock is None:
-            conn.connect()
-            conn.sock.settimeout(self.timeout)  # connect with the short timeout, read with this
-        return conn
+        if conn.sock is not None:
+            return conn, True
+        conn.connect()
+        conn.sock.settimeout(self.timeout)  # connect with the short timeout, read with this
+        return conn, False
 
     def _request(self, method: str, url: str,
                  headers: dict[str, str]) -> tuple[http.client.HTTPConnection,
@@ -211,20 +214,15 @@ class HttpTransport:
         parts = urlsplit(url)
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         headers = {"User-Agent": self.user_agent, **headers}
-        for attempt in range(2):
-            conn = self._connection(parts.scheme, parts.netloc)
-            reused = attempt == 0 and getattr(conn, "_dhs_used", False)
+        while True:
+            conn, reused = self._connection(parts.scheme, parts.netloc)
             try:
                 conn.request(method, target, headers=headers)
-                response = conn.getresponse()
-                conn._dhs_used = True  # type: ignore[attr-defined]
-                return conn, response
+                return conn, conn.getresponse()
             except _STALE:
                 conn.close()
-                conn._dhs_used = False  # type: ignore[attr-defined]
-                if not reused:
+                if not reused:  # a fresh connection failing is the server's answer
                     raise
-        raise AssertionError("unreachable")
 
     @staticmethod
     def _discard(conn: http.client.HTTPConnection, response: http.client.HTTPResponse) -> None:
