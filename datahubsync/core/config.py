@@ -118,6 +118,9 @@ class LogsConfig(_Section):
     # For a known format, anchor it, e.g. 'from ([0-9][0-9.]{6,})' (group 1 = the address):
     # a literal prefix lets the regex engine skip ahead, ~5x the scan speed here.
     ip_regex: str | None = None
+    # Processes that run the regex and the token memory beside the reader. None: one per
+    # CPU (at most 4; none on one CPU); 0: all in the reader's own thread.
+    scan_processes: int | None = Field(None, ge=0, le=64)
     timestamp_source: Literal["line", "file_hour"] = "line"
     raw_line_prefix_chars: int = Field(200, ge=0, le=4096)
     chunk_bytes: int = Field(1024 * 1024, ge=4096)

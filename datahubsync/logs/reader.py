@@ -22,16 +22,15 @@ from json.encoder import encode_basestring as encode_json_string
 from pathlib import Path
 from typing import Any
 
-from datahubsync.logs.cache import TwoGenerations
 from datahubsync.logs.parser import (
     file_hour,
     ip_text,
     line_around,
     line_time,
-    public_ip_value,
     token_pattern,
 )
 from datahubsync.logs.queue import FileState, LogQueue, day_number
+from datahubsync.logs.scan import InlineScanner, Scan, Scanner, TokenFilter
 
 log = logging.getLogger(__name__)
 FP_BYTES = 256
@@ -78,162 +77,77 @@ def is_final(name: str, mtime: float, now: float, stable: float) -> bool:
     return (start + dt.timedelta(hours=1)).timestamp() <= now and now - mtime >= stable
 
 
-NOT_PUBLIC = -1
-
-
-def new_memory(limit: int) -> TwoGenerations[bytes, int]:
-    """What a pass remembers about tokens, shared by its files (at most ``limit`` of them).
-
-    A token maps to NOT_PUBLIC, or (dedupe ``global``/``daily``) to the day
-    number its address was last seen on as the seen-set on disk has it, or
-    (dedupe ``none``) to the address. One dict for the verdict and the
-    seen-state: in the steady state a match costs a dict lookup, not a parse
-    (2 µs) plus a seen-set probe (2 µs in SQLite).
-    """
-    return TwoGenerations(limit)
+def new_tokens(cfg: ReadSettings) -> TokenFilter:
+    """What a pass remembers about tokens, shared by its files: at most
+    ``max_memory_ips`` of them; the seen-set itself is on disk."""
+    return TokenFilter(token_pattern(cfg.ip_regex), cfg.dedupe, cfg.max_memory_ips)
 
 
 class Extractor:
     """Turns chunks of one file into queue records, deduplicated."""
 
-    def __init__(self, queue: LogQueue, cfg: ReadSettings, name: str,
-                 memory: TwoGenerations[bytes, int]) -> None:
-        self.queue, self.cfg, self.memory = queue, cfg, memory
+    def __init__(self, queue: LogQueue, cfg: ReadSettings, name: str) -> None:
+        self.queue, self.cfg = queue, cfg
         hour = file_hour(name)
         self.day = hour[0] if hour else time.strftime("%Y-%m-%d")
         self.day_number = day_number(self.day)
         self.botnet_json = encode_json_string(cfg.botnet_type)
         self.hour = hour[1] if hour else None
-        self.pattern = token_pattern(cfg.ip_regex)
-        self.group = 1 if self.pattern.groups else 0
-        # seen-states learnt from this chunk, remembered once its commit is done
-        self.learnt: dict[bytes, int] = {}
 
-    def remember(self) -> None:
-        """The chunk is committed: what it taught about tokens may be believed."""
-        old = self.memory.old
-        for token in self.learnt:
-            old.pop(token, None)  # (a daily-mode token may be in both; keep one)
-        self.memory.young.update(self.learnt)
-        self.learnt = {}
-
-    def records(self, chunk: bytes, counts: Counts, seen: dict[int, int]) -> list[str]:
+    def records(self, chunk: bytes, scan: Scan, counts: Counts,
+                seen: dict[int, int]) -> list[str]:
         """Queue records (JSON texts) for the addresses of ``chunk`` not seen before;
         counts the rest; ``seen`` gets the seen-set rows to write with them.
 
-        Each match costs one lookup in the pass's memory; a token it knows as
-        seen today (the common case in a sinkhole log) or as no public address
-        is only counted. The rest are collected; only tokens the memory does
-        not know are parsed and asked of the seen-set on disk, all in one query.
+        ``scan`` has counted the tokens already passed on today and those
+        with no public address; what is left, the chunk's new tokens, is asked
+        of the seen-set on disk in one query.
         """
-        cfg, day = self.cfg, self.day
-        counts.add(day, "lines", chunk.count(b"\n"))
-        self.memory.rotate_if_full()
-        if cfg.dedupe == "none":
-            return self._every_occurrence(chunk, counts)
-        young, old = self.memory.young, self.memory.old
+        day = self.day
+        counts.add(day, "lines", scan.lines)
+        counts.add(day, "dropped", scan.dropped)
+        if self.cfg.dedupe == "none":
+            return self._every_occurrence(chunk, scan, counts)
         today = self.day_number
-        daily = (today << 32) if cfg.dedupe == "daily" else 0
-        occurrences: dict[bytes, int] = {}  # tokens to decide -> count, in order of first sight
-        first: dict[bytes, int] = {}  # token -> offset of its first occurrence here
-        states: dict[bytes, int | None] = {}  # what the memory said about them
-        group = self.group
-        seen_today = dropped = 0
-        recall, recall_old = young.get, old.pop  # bound once: this loop runs per match
-        for match in self.pattern.finditer(chunk):
-            token = match[group]
-            state = recall(token)
-            if state == today:
-                seen_today += 1
-                continue
-            if state is None:
-                state = recall_old(token, None)
-                if state is not None:
-                    young[token] = state
-                    if state == today:
-                        seen_today += 1
-                        continue
-            if state == NOT_PUBLIC:
-                dropped += 1
-            elif token in occurrences:
-                occurrences[token] += 1
-            elif token:
-                occurrences[token] = 1
-                first[token] = match.start(group)
-                states[token] = state
-        total, dup_day, dup_global = seen_today, seen_today, 0
-        unknown: dict[int, list[bytes]] = {}  # address -> its tokens here, to ask the disk
-        for token, n in occurrences.items():
-            state = states[token]
-            if state is None or daily:  # daily: a day-keyed row other than today's says nothing
-                ip = public_ip_value(token)
-                if not ip:
-                    young[token] = NOT_PUBLIC
-                    dropped += n
-                    continue
-                total += n
-                unknown.setdefault(ip, []).append(token)
-            else:  # seen on an earlier day: a global duplicate; the seen-set moves on
-                total += n
-                dup_global += 1
-                dup_day += n - 1
-                seen[public_ip_value(token)] = today
-                self.learnt[token] = today
+        daily = (today << 32) if self.cfg.dedupe == "daily" else 0
+        total = dup_day = scan.known
+        dup_global = 0
+        found: dict[int, list[int]] = {}  # address -> [occurrences, first offset]
+        for n, at, ip in zip(scan.counts, scan.firsts, scan.ips, strict=True):
+            total += n
+            entry = found.get(ip)
+            if entry is None:
+                found[ip] = [n, at]
+            else:  # two spellings of one address (leading zeros)
+                entry[0] += n
+                entry[1] = min(entry[1], at)
         out: list[str] = []
-        found = self.queue.last_seen_many([daily | ip for ip in unknown]) if unknown else {}
-        for ip, tokens in unknown.items():
+        last_seen = self.queue.last_seen_many([daily | ip for ip in found]) if found else {}
+        for ip, (n, at) in found.items():
             key = daily | ip
-            n = sum(occurrences[t] for t in tokens)
-            last = seen.get(key, found.get(key))
+            last = last_seen.get(key)
             if last is None:
                 seen[key] = today
-                position = min(first[t] for t in tokens)
-                out.append(self._record(ip, line_around(chunk, position)))
+                out.append(self._record(ip, line_around(chunk, at)))
                 dup_day += n - 1
             elif last == today:
                 dup_day += n
-            else:
+            else:  # seen on an earlier day: a global duplicate; the seen-set moves on
                 dup_global += 1
                 dup_day += n - 1
                 seen[key] = today
-            for token in tokens:
-                self.learnt[token] = today
         counts.add(day, "ips", total)
-        counts.add(day, "dropped", dropped)
         counts.add(day, "dup_day", dup_day)
         counts.add(day, "dup_global", dup_global)
         counts.add(day, "queued", len(out))
         return out
 
-    def _every_occurrence(self, chunk: bytes, counts: Counts) -> list[str]:
+    def _every_occurrence(self, chunk: bytes, scan: Scan, counts: Counts) -> list[str]:
         """Dedupe ``none``: every occurrence of a public address travels."""
-        young, old = self.memory.young, self.memory.old
-        occurrences: dict[bytes, int] = {}
-        first: dict[bytes, int] = {}
-        group = self.group
-        for match in self.pattern.finditer(chunk):
-            token = match.group(group)
-            if token in occurrences:
-                occurrences[token] += 1
-            elif token:
-                occurrences[token] = 1
-                first[token] = match.start(group)
         out: list[str] = []
-        dropped = total = 0
-        for token, n in occurrences.items():
-            ip = young.get(token)
-            if ip is None:
-                ip = old.pop(token, None)
-                if ip is None:
-                    ip = public_ip_value(token) or NOT_PUBLIC
-                young[token] = ip
-            if ip == NOT_PUBLIC:
-                dropped += n
-                continue
-            total += n
-            out.extend([self._record(ip, line_around(chunk, first[token]))] * n)
-        counts.add(self.day, "ips", total)
-        counts.add(self.day, "dropped", dropped)
+        for n, at, ip in zip(scan.counts, scan.firsts, scan.ips, strict=True):
+            out.extend([self._record(ip, line_around(chunk, at))] * n)
+        counts.add(self.day, "ips", len(out))
         counts.add(self.day, "queued", len(out))
         return out
 
@@ -256,7 +170,7 @@ class Extractor:
 
 def read_file(path: Path, queue: LogQueue, cfg: ReadSettings, now: float,
               after_chunk: Callable[[], None] | None = None,
-              memory: TwoGenerations[bytes, int] | None = None) -> Counts:
+              scanner: Scanner | None = None) -> Counts:
     """Read what is new in ``path``; every chunk is committed with its offset."""
     counts = Counts()
     st = path.stat()
@@ -279,18 +193,18 @@ def read_file(path: Path, queue: LogQueue, cfg: ReadSettings, now: float,
     elif state.done and st.st_size == state.offset:
         return counts
     final = is_final(path.name, st.st_mtime, now, cfg.stable_seconds)
-    if memory is None:
-        memory = new_memory(cfg.max_memory_ips)
-    extractor = Extractor(queue, cfg, path.name, memory)
+    extractor = Extractor(queue, cfg, path.name)
+    if scanner is None:
+        scanner = InlineScanner(new_tokens(cfg))
     with open(path, "rb") as fh:
         fh.seek(state.offset)
-        for chunk, consumed in _complete_chunks(fh, cfg, final, path):
+        for chunk, consumed, scan in scanner.scans(_complete_chunks(fh, cfg, final, path),
+                                                   extractor.day_number):
             seen: dict[int, int] = {}
-            records = extractor.records(chunk, counts, seen) if chunk else []
+            records = extractor.records(chunk, scan, counts, seen) if chunk else []
             state.offset += consumed
             state.fp = state.fp or fp
             queue.commit_chunk(state, records, counts.by_day, seen)
-            extractor.remember()
             for key, value in counts.by_day.items():
                 counts.committed[key] = counts.committed.get(key, 0) + value
             counts.by_day.clear()

@@ -15,7 +15,8 @@ from datahubsync.core.config import LoadedConfig
 from datahubsync.core.errors import ConfigError
 from datahubsync.logs.background import BackgroundUpload
 from datahubsync.logs.queue import LogQueue
-from datahubsync.logs.reader import Counts, ReadSettings, new_memory, read_file
+from datahubsync.logs.reader import Counts, ReadSettings, new_tokens, read_file
+from datahubsync.logs.scan import open_scanner
 
 log = logging.getLogger(__name__)
 
@@ -76,14 +77,14 @@ def one_pass(loaded: LoadedConfig, queue: LogQueue, listing: Listing, uploader: 
     cfg = loaded.config.logs
     read = settings(cfg)
     result = PassResult()
+    scanner = open_scanner(new_tokens(read), cfg.scan_processes)  # may fork: before any thread
     background = None if uploader is None else BackgroundUpload(
         uploader, queue.path, cfg.batch_size, cfg.force_upload_threshold)
-    memory = new_memory(cfg.max_memory_ips)
     try:
         for path in listing.files():
             try:
                 counts: Counts = read_file(path, queue, read, now(),
-                                           background.poke if background else None, memory)
+                                           background.poke if background else None, scanner)
             except FileNotFoundError:
                 continue  # rotated away between listing and reading
             result.files += 1
@@ -95,6 +96,8 @@ def one_pass(loaded: LoadedConfig, queue: LogQueue, listing: Listing, uploader: 
         if background is not None:
             background.abandon()
         raise
+    finally:
+        scanner.close()
     if background is not None:
         try:
             background.finish(1 if flush else cfg.min_upload_batch)

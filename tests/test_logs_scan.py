@@ -1,0 +1,202 @@
+"""The token filter and the scanning workers: the same records as a plain scan, whatever
+the memory holds, however many workers, and when a worker or the reader dies."""
+
+from __future__ import annotations
+
+import logging
+import os
+import random
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from datahubsync.logs.parser import TOKEN_RE, public_ip_value
+from datahubsync.logs.queue import LogQueue
+from datahubsync.logs.reader import ReadSettings, new_tokens, read_file
+from datahubsync.logs.scan import ChildScanner, InlineScanner, Scanner, TokenFilter
+from tests.helpers import Hub, clean_env, cli_argv, write_yaml
+
+SPELLINGS = ["8.8.8.8", "008.8.8.8", "9.9.9.9", "10.1.2.3", "192.168.0.1", "999.1.1.1",
+             "1.2.3", "203.0.113.7", "1.1.1.1", "01.1.1.1", "80.80.80.80"]
+
+
+def chunk_of(rng: random.Random, lines: int, tokens: list[str]) -> bytes:
+    return b"".join(f"2025-12-09 10:00:{rng.randint(0, 59):02d} hit from {rng.choice(tokens)}"
+                    f":4433 GET /{rng.randint(0, 9999)}.php HTTP/1.1\n".encode()
+                    for _ in range(lines))
+
+
+def plain(chunk: bytes) -> list[tuple[bytes, int]]:
+    """(token, offset) of every match, the way the reader used to walk them."""
+    return [(m[0], m.start()) for m in TOKEN_RE.finditer(chunk)]
+
+
+@pytest.mark.parametrize("limit", [0, 1, 4, 100_000])
+def test_filter_counts_every_match_and_passes_each_address_on_once_a_day(limit: int) -> None:
+    rng = random.Random(limit)
+    tokens = SPELLINGS + [f"{rng.randint(11, 99)}.{rng.randint(0, 255)}.1.{n}" for n in range(40)]
+    flt = TokenFilter(TOKEN_RE, "global", limit)
+    passed: dict[int, set[bytes]] = {}
+    widest = 0  # the most distinct tokens in a chunk so far
+    for n in range(30):
+        day = 1 if n < 20 else 2
+        chunk = chunk_of(rng, rng.randint(1, 60), tokens)
+        scan = flt.scan(chunk, day)
+        matches = plain(chunk)
+        public = [t for t, _ in matches if public_ip_value(t)]
+        # every occurrence is counted once: known, dropped or one of the new tokens'
+        assert scan.dropped == len(matches) - len(public)
+        assert scan.known + sum(scan.counts) == len(public)
+        assert scan.lines == chunk.count(b"\n")
+        # new tokens come in order of first occurrence, with that offset and their address
+        firsts = {}
+        for token, at in matches:
+            firsts.setdefault(token, at)
+        assert scan.firsts == sorted(scan.firsts)
+        for token, count, at, ip in zip(scan.tokens, scan.counts, scan.firsts, scan.ips,
+                                        strict=True):
+            assert firsts[token] == at and chunk[at:at + len(token)] == token
+            assert count == sum(1 for t, _ in matches if t == token)
+            assert ip == public_ip_value(token)
+        today = passed.setdefault(day, set())
+        if limit >= len(tokens):  # room for all: a token is new once a day, never again
+            assert not today & set(scan.tokens)
+            assert set(public) - today == set(scan.tokens)
+        else:  # forgetting only makes a token new again (the seen-set on disk decides)
+            assert set(public) - today <= set(scan.tokens)
+        today.update(scan.tokens)
+        # bounded: the limit, plus what one rotation may carry (a chunk's tokens each side)
+        widest = max(widest, len({t for t, _ in matches}))
+        assert len(flt) <= limit + 2 * widest
+
+
+def test_dedupe_none_passes_every_public_token_of_every_chunk() -> None:
+    rng = random.Random(3)
+    flt = TokenFilter(TOKEN_RE, "none", 3)
+    for _ in range(5):
+        chunk = chunk_of(rng, 40, SPELLINGS)
+        scan = flt.scan(chunk, 1)
+        public = [t for t, _ in plain(chunk) if public_ip_value(t)]
+        assert scan.known == 0 and sum(scan.counts) == len(public)
+        assert set(scan.tokens) == set(public)
+
+
+def _settings(**extra: object) -> ReadSettings:
+    values: dict[str, object] = {
+        "botnet_type": "ramnit", "dedupe": "global", "timestamp_source": "line",
+        "prefix_chars": 60, "chunk_bytes": 4096, "max_line_bytes": 65536,
+        "stable_seconds": 0, "max_memory_ips": 50}
+    values.update(extra)
+    return ReadSettings(**values)  # type: ignore[arg-type]
+
+
+def _logs(folder: Path) -> list[Path]:
+    rng = random.Random(11)
+    tokens = SPELLINGS + [f"{rng.randint(11, 99)}.{rng.randint(0, 255)}.7.{n}" for n in range(300)]
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for day, hour in (("2025-12-09", 10), ("2025-12-09", 11), ("2025-12-10", 0)):
+        path = folder / f"ramnit_{day}_{hour:02d}.log"
+        path.write_bytes(chunk_of(rng, 3000, tokens))
+        paths.append(path)
+    return paths
+
+
+def _read_all(paths: list[Path], state: Path, cfg: ReadSettings, scanner: Scanner,
+              after_chunk: object = None) -> tuple[list[str], dict[str, dict[str, int]]]:
+    queue = LogQueue(state / "queue.db")
+    try:
+        for path in paths:
+            read_file(path, queue, cfg, time.time() + 86400 * 3650, after_chunk, scanner)  # type: ignore[arg-type]
+        batch = queue.next_batch(10**9)
+        return (batch.texts if batch else []), queue.counters()
+    finally:
+        scanner.close()
+        queue.close()
+
+
+@pytest.mark.parametrize("dedupe", ["global", "daily", "none"])
+def test_workers_queue_exactly_what_inline_scanning_queues(tmp_path: Path, dedupe: str) -> None:
+    paths = _logs(tmp_path / "logs")
+    cfg = _settings(dedupe=dedupe)
+    inline = _read_all(paths, tmp_path / "inline", cfg, InlineScanner(new_tokens(cfg)))
+    two = _read_all(paths, tmp_path / "two", cfg, ChildScanner(new_tokens(cfg), 2))
+    assert inline[0], "the logs must yield records"
+    assert two == inline  # the same records in the same order, the same counters
+
+
+def test_a_dead_worker_is_replaced_by_scanning_in_the_reader(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    paths = _logs(tmp_path / "logs")
+    cfg = _settings()
+    expected = _read_all(paths, tmp_path / "inline", cfg, InlineScanner(new_tokens(cfg)))
+    scanner = ChildScanner(new_tokens(cfg), 2)
+    victim = scanner._workers[1].proc.pid
+    chunks = []
+
+    def after_chunk() -> None:
+        chunks.append(1)
+        if len(chunks) == 5:
+            os.kill(victim, signal.SIGKILL)
+
+    with caplog.at_level(logging.WARNING, logger="datahubsync.logs.scan"):
+        got = _read_all(paths, tmp_path / "two", cfg, scanner, after_chunk)
+    assert got == expected
+    assert f"scanning process {victim} is gone" in caplog.text
+
+
+def _children(pid: int) -> list[int]:
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def test_workers_exit_when_the_reader_is_killed(tmp_path: Path) -> None:
+    (tmp_path / "empty").mkdir()
+    hub = Hub(tmp_path, tmp_path / "empty", logs_ingest={"api_keys": ["k"]}).start()
+    try:
+        rng = random.Random(2)
+        tokens = [f"{rng.randint(11, 99)}.{rng.randint(0, 255)}.{n % 250}.{n // 250 + 1}"
+                  for n in range(20000)]
+        folder = tmp_path / "sinkhole"
+        folder.mkdir()
+        for hour in range(3):
+            (folder / f"ramnit_2025-12-09_{hour:02d}.log").write_bytes(
+                chunk_of(rng, 150_000, tokens))
+        cfg = write_yaml(tmp_path / "logs.yaml", {"state_dir": str(tmp_path / "client"), "logs": {
+            "log_dir": str(folder), "api_endpoint": f"{hub.url}/api/v1/logs/ips",
+            "api_key": "k", "stable_seconds": 0, "scan_processes": 2}})
+        proc = subprocess.Popen(cli_argv() + ["--config", str(cfg), "logs", "once"],
+                                env=clean_env(), stdout=subprocess.DEVNULL,
+                                stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 30
+        workers: list[int] = []
+        while len(workers) < 2 and time.monotonic() < deadline and proc.poll() is None:
+            workers = _children(proc.pid)
+            time.sleep(0.02)
+        assert len(workers) == 2, "the pass should have started two scanning processes"
+        time.sleep(0.3)  # mid-pass
+        assert proc.poll() is None, "the pass ended before it could be killed"
+        proc.kill()
+        proc.wait()
+        deadline = time.monotonic() + 10
+        alive = workers
+        while alive and time.monotonic() < deadline:
+            alive = [pid for pid in workers if _alive(pid)]
+            time.sleep(0.05)
+        assert not alive, f"scanning processes {alive} outlived the reader"
+    finally:
+        hub.stop()
+
+
+def _alive(pid: int) -> bool:
+    """Running and not a zombie (a reparented zombie is reaped by init, eventually)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
