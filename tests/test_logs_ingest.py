@@ -106,6 +106,14 @@ def test_a_repeated_batch_is_acknowledged_and_stored_once(hub: Hub) -> None:
     ({"botnet_type": "x", "ip_data": [{"ip": "1.2.3.4", "date": "2025-13-01"}]},
      "ip_data[0].date"),
     ([1], "body"),
+    (batch(["01.2.3.4"]), "ip_data[0].ip"),  # leading zeros: ambiguous, refused
+    (batch(["1.2.3.4\n"]), "ip_data[0].ip"),
+    (batch(["\u0661.2.3.4"]), "ip_data[0].ip"),  # a digit, but not an ASCII one
+    ({"botnet_type": "x", "ip_data": [{"ip": "1.2.3.4", "date": ["2025-12-09"]}]},
+     "ip_data[0].date"),
+    ({"botnet_type": "x", "ip_data": [{"ip": "1.2.3.4", "date": "2025-12-09"},
+                                      {"ip": "1.2.3.5", "date": "2025-12-9"}]},
+     "ip_data[1].date"),
 ])
 def test_bad_batches_get_400_naming_the_field(hub: Hub, body: Any, field: str) -> None:
     status, answer = post(hub, body)

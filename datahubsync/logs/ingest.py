@@ -29,6 +29,10 @@ from datahubsync.logs.ingest_store import IngestStore, open_store
 log = logging.getLogger(__name__)
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _KEY = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_OCTET = r"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+# a dotted quad as ipaddress would print it (no leading zeros): taken as it is, in 0.3 µs
+# instead of the 3 µs of parsing it and printing it again
+_CANONICAL_IPV4 = re.compile(rf"(?:{_OCTET}\.){{3}}{_OCTET}")
 MAX_PREFIX = 4096
 
 
@@ -37,6 +41,8 @@ class Invalid(ValueError):
 
 
 def _ipv4(value: Any, where: str) -> str:
+    if type(value) is str and _CANONICAL_IPV4.fullmatch(value):
+        return value
     if not isinstance(value, str):
         raise Invalid(f"{where}: expected an IPv4 address string")
     try:
@@ -68,19 +74,21 @@ def validate(body: Any, max_records: int, peer: str) -> list[tuple[Any, ...]]:
     source_ip = _ipv4(source, "source_ip") if source is not None else peer
     now = time.time()
     rows = []
+    days: set[str] = set()  # dates already checked (a batch holds one or two)
     for n, item in enumerate(items):
         where = f"ip_data[{n}]"
         if not isinstance(item, dict):
             raise Invalid(f"{where}: expected an object")
         ip = _ipv4(item.get("ip"), f"{where}.ip")
         day = item.get("date")
-        if day is not None:
+        if day is not None and not (type(day) is str and day in days):
             if not isinstance(day, str) or not _DATE.match(day):
                 raise Invalid(f"{where}.date: expected YYYY-MM-DD")
             try:
                 dt.date.fromisoformat(day)
             except ValueError:
                 raise Invalid(f"{where}.date: {day!r} is not a date") from None
+            days.add(day)
         hour = item.get("log_hour")
         if hour is not None and (not isinstance(hour, int) or isinstance(hour, bool)
                                  or not 0 <= hour <= 23):

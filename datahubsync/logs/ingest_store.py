@@ -134,10 +134,14 @@ class PgIngestStore:
                         count = conn.execute(f"SELECT received_count FROM {self.batches} "
                                              "WHERE key = %s", (key,)).fetchone()[0]
                         return int(count), True
+                stamps: dict[float, Any] = {}  # a batch's rows share one received_at
                 with conn.cursor().copy(f"COPY {self.records} ({', '.join(COLUMNS)}) "
                                         "FROM STDIN") as copy:
                     for row in rows:
-                        copy.write_row(row[:-1] + (_timestamp(row[-1]),))
+                        stamp = stamps.get(row[-1])
+                        if stamp is None:
+                            stamp = stamps[row[-1]] = _timestamp(row[-1])
+                        copy.write_row((*row[:-1], stamp))
             return len(rows), False
         except self._psycopg.Error:
             conn.close()
