@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import os
 import random
+import re
 import signal
 import subprocess
 import time
@@ -71,6 +72,25 @@ def test_filter_counts_every_match_and_passes_each_address_on_once_a_day(limit: 
         # bounded: the limit, plus what one rotation may carry (a chunk's tokens each side)
         widest = max(widest, len({t for t, _ in matches}))
         assert len(flt) <= limit + 2 * widest
+
+
+@pytest.mark.parametrize("pattern", [TOKEN_RE, re.compile(rb"from ([0-9][0-9.]{6,})")])
+def test_a_new_token_is_located_at_its_first_match_not_inside_a_longer_run(
+        pattern: re.Pattern[bytes]) -> None:
+    flt = TokenFilter(pattern, "global", 1000)
+    flt.scan(b"x from 9.9.9.9:1\n", 1)  # few new tokens from here on: located by find
+    assert not flt._many_new
+    chunk = (b"a from 11.1.1.1:5 and 1.1.1.10 and 21.1.1.1.7\n"  # 1.1.1.1 inside runs
+             b"b 1.1.1.1 without the anchor\n"
+             b"c from 1.1.1.1:80\n")
+    scan = flt.scan(chunk, 1)
+    firsts: dict[bytes, int] = {}
+    for m in pattern.finditer(chunk):
+        if public_ip_value(m[pattern.groups]):
+            firsts.setdefault(m[pattern.groups], m.start(pattern.groups))
+    assert dict(zip(scan.tokens, scan.firsts, strict=True)) == firsts
+    real = chunk.index(b"b 1.1.1.1") + 2 if pattern is TOKEN_RE else chunk.rindex(b"1.1.1.1")
+    assert firsts[b"1.1.1.1"] == real
 
 
 def test_dedupe_none_passes_every_public_token_of_every_chunk() -> None:
