@@ -84,6 +84,15 @@ def test_batches_are_stored_and_counted(hub: Hub) -> None:
     assert doc["per_botnet_type"] == {"ramnit": 3}
 
 
+def test_a_nul_from_a_binary_line_is_stored_not_refused_forever(hub: Hub) -> None:
+    """PostgreSQL text cannot hold NUL: a prefix carrying one (a log line of binary junk)
+    is stored with U+FFFD in its place instead of failing its batch on every retry."""
+    body = batch(["1.2.3.4"])
+    body["ip_data"][0]["raw_line_prefix"] = "junk \x00\x01 before 1.2.3.4"
+    assert post(hub, body) == (200, {"received_count": 1})
+    assert stats(hub)["total_records"] == 1
+
+
 def test_a_repeated_batch_is_acknowledged_and_stored_once(hub: Hub) -> None:
     body = batch(["9.9.9.9", "8.8.8.8", "1.1.1.1"])
     first = post(hub, body, idem="batch-000001")

@@ -1,16 +1,16 @@
 """A bounded map for hot keys: two generations instead of an LRU list.
 
-Lookups (done inline by the log reader, whose per-match loop cannot afford a
-method call) hit the young generation, then the old one, and a hit there
-moves the key to the young one. When both together hold ``limit`` keys, the young one
-becomes the old one and the previous old one, the keys not used since the
-last turn, is dropped. No per-hit bookkeeping beyond a dict store, which is
-what the per-address loops of the log reader can afford (an OrderedDict
-``move_to_end`` per hit cost more than the lookup it saved), and no key is
-held twice, so the whole limit is used: replaying the bench's 1 GB of logs,
-a limit of 300 000 over its 300 000 distinct tokens missed only the first
-sight of each (3.4 % of lookups), where young and old halves of 150 000 each
-missed 25.5 % and an exact LRU of 200 000 22.6 %.
+Lookups (done inline by the token filter's per-token loop, which cannot
+afford a method call) hit the young generation, then the old one, and a
+hit there moves the key to the young one. When both together hold
+``limit`` keys, the young one becomes the old one and the previous old one,
+the keys not used since the last turn, is dropped. No per-hit bookkeeping
+beyond a dict store (an OrderedDict ``move_to_end`` per hit cost more than
+the lookup it saved), and no key is held twice, so the whole limit is used:
+replaying the bench's 1 GB of logs, a limit of 300 000 over its 300 000
+distinct tokens missed only the first sight of each (3.4 % of lookups),
+where young and old halves of 150 000 each missed 25.5 % and an exact LRU
+of 200 000 22.6 %. The token filter's sets turn the same way.
 """
 
 from __future__ import annotations

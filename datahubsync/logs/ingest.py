@@ -55,6 +55,8 @@ def _optional_str(item: dict[str, Any], key: str, where: str, limit: int = 64) -
     value = item.get(key)
     if value is not None and (not isinstance(value, str) or len(value) > limit):
         raise Invalid(f"{where}.{key}: expected a string of at most {limit} characters")
+    if value and "\x00" in value:  # no PostgreSQL text holds NUL (a binary log line may)
+        value = value.replace("\x00", "\ufffd")
     return value
 
 
