@@ -213,6 +213,42 @@ def test_workers_exit_when_the_reader_is_killed(tmp_path: Path) -> None:
         hub.stop()
 
 
+def test_ctrl_c_stops_the_pass_cleanly(tmp_path: Path) -> None:
+    """SIGINT to the whole process group (a terminal's Ctrl-C): exit 130, one message,
+    no traceback from the scanning workers, and no worker left behind."""
+    (tmp_path / "empty").mkdir()
+    hub = Hub(tmp_path, tmp_path / "empty", logs_ingest={"api_keys": ["k"]}).start()
+    try:
+        folder = tmp_path / "sinkhole"
+        folder.mkdir()
+        rng = random.Random(4)
+        tokens = [f"{rng.randint(11, 99)}.{rng.randint(0, 255)}.{n % 250}.{n // 250 + 1}"
+                  for n in range(20000)]
+        for hour in range(3):
+            (folder / f"ramnit_2025-12-09_{hour:02d}.log").write_bytes(
+                chunk_of(rng, 150_000, tokens))
+        cfg = write_yaml(tmp_path / "logs.yaml", {"state_dir": str(tmp_path / "client"), "logs": {
+            "log_dir": str(folder), "api_endpoint": f"{hub.url}/api/v1/logs/ips",
+            "api_key": "k", "stable_seconds": 0, "scan_processes": 2}})
+        proc = subprocess.Popen(cli_argv() + ["--config", str(cfg), "logs", "once"],
+                                env=clean_env(), stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, start_new_session=True)
+        deadline = time.monotonic() + 30
+        workers: list[int] = []
+        while len(workers) < 2 and time.monotonic() < deadline and proc.poll() is None:
+            workers = _reader_and_workers(proc.pid)[1]
+            time.sleep(0.02)
+        assert len(workers) == 2
+        time.sleep(0.3)
+        os.killpg(proc.pid, signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+        assert proc.returncode == 130, err[-2000:]
+        assert b"Traceback" not in err and b"KeyboardInterrupt" not in err, err[-2000:]
+        assert not [pid for pid in workers if _alive(pid)]
+    finally:
+        hub.stop()
+
+
 def _reader_and_workers(pid: int) -> tuple[int, list[int]]:
     """The process running the pass and its children: the CLI's own process, or with
     the one-file frozen binary, the Python process its bootloader starts."""

@@ -38,6 +38,7 @@ import multiprocessing
 import os
 import pickle
 import re
+import signal
 import struct
 from collections import Counter, deque
 from collections.abc import Iterator
@@ -249,6 +250,9 @@ class InlineScanner:
 
 def _serve(conn: Any, readers: list[Any], tokens: TokenFilter) -> None:
     """The worker: a day number and a chunk in, its Scan out, until EOF."""
+    # Ctrl-C reaches the whole process group: the reader stops the pass, and the workers
+    # then read EOF (a KeyboardInterrupt here would print a traceback per worker)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
     for end in readers:  # the reader's ends (this worker's and earlier workers'): closed
         end.close()  # here, so that the reader's death is EOF for every worker at once
     while True:
