@@ -10,6 +10,7 @@ import re
 import signal
 import subprocess
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -175,9 +176,13 @@ def _children(pid: int) -> list[int]:
         return []
 
 
-def test_workers_exit_when_the_reader_is_killed(tmp_path: Path) -> None:
+@pytest.fixture
+def pass_under_way(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], int, list[int]]]:
+    """A `logs once` with two scanning workers, mid-pass over 3 x 9 MB of logs (in its
+    own session, so a signal can reach its whole group): (process, reader, workers)."""
     (tmp_path / "empty").mkdir()
     hub = Hub(tmp_path, tmp_path / "empty", logs_ingest={"api_keys": ["k"]}).start()
+    proc = None
     try:
         rng = random.Random(2)
         tokens = [f"{rng.randint(11, 99)}.{rng.randint(0, 255)}.{n % 250}.{n // 250 + 1}"
@@ -191,8 +196,8 @@ def test_workers_exit_when_the_reader_is_killed(tmp_path: Path) -> None:
             "log_dir": str(folder), "api_endpoint": f"{hub.url}/api/v1/logs/ips",
             "api_key": "k", "stable_seconds": 0, "scan_processes": 2}})
         proc = subprocess.Popen(cli_argv() + ["--config", str(cfg), "logs", "once"],
-                                env=clean_env(), stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)
+                                env=clean_env(), stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, start_new_session=True)
         deadline = time.monotonic() + 30
         reader, workers = proc.pid, []
         while len(workers) < 2 and time.monotonic() < deadline and proc.poll() is None:
@@ -200,53 +205,38 @@ def test_workers_exit_when_the_reader_is_killed(tmp_path: Path) -> None:
             time.sleep(0.02)
         assert len(workers) == 2, "the pass should have started two scanning processes"
         time.sleep(0.3)  # mid-pass
-        assert proc.poll() is None, "the pass ended before it could be killed"
-        os.kill(reader, signal.SIGKILL)
-        proc.wait(timeout=30)
-        deadline = time.monotonic() + 10
-        alive = workers
-        while alive and time.monotonic() < deadline:
-            alive = [pid for pid in workers if _alive(pid)]
-            time.sleep(0.05)
-        assert not alive, f"scanning processes {alive} outlived the reader"
+        assert proc.poll() is None, "the pass ended before it could be interrupted"
+        yield proc, reader, workers
     finally:
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+            proc.communicate()
         hub.stop()
 
 
-def test_ctrl_c_stops_the_pass_cleanly(tmp_path: Path) -> None:
+def test_workers_exit_when_the_reader_is_killed(
+        pass_under_way: tuple[subprocess.Popen[bytes], int, list[int]]) -> None:
+    proc, reader, workers = pass_under_way
+    os.kill(reader, signal.SIGKILL)
+    proc.communicate(timeout=30)
+    deadline = time.monotonic() + 10
+    alive = workers
+    while alive and time.monotonic() < deadline:
+        alive = [pid for pid in workers if _alive(pid)]
+        time.sleep(0.05)
+    assert not alive, f"scanning processes {alive} outlived the reader"
+
+
+def test_ctrl_c_stops_the_pass_cleanly(
+        pass_under_way: tuple[subprocess.Popen[bytes], int, list[int]]) -> None:
     """SIGINT to the whole process group (a terminal's Ctrl-C): exit 130, one message,
     no traceback from the scanning workers, and no worker left behind."""
-    (tmp_path / "empty").mkdir()
-    hub = Hub(tmp_path, tmp_path / "empty", logs_ingest={"api_keys": ["k"]}).start()
-    try:
-        folder = tmp_path / "sinkhole"
-        folder.mkdir()
-        rng = random.Random(4)
-        tokens = [f"{rng.randint(11, 99)}.{rng.randint(0, 255)}.{n % 250}.{n // 250 + 1}"
-                  for n in range(20000)]
-        for hour in range(3):
-            (folder / f"ramnit_2025-12-09_{hour:02d}.log").write_bytes(
-                chunk_of(rng, 150_000, tokens))
-        cfg = write_yaml(tmp_path / "logs.yaml", {"state_dir": str(tmp_path / "client"), "logs": {
-            "log_dir": str(folder), "api_endpoint": f"{hub.url}/api/v1/logs/ips",
-            "api_key": "k", "stable_seconds": 0, "scan_processes": 2}})
-        proc = subprocess.Popen(cli_argv() + ["--config", str(cfg), "logs", "once"],
-                                env=clean_env(), stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, start_new_session=True)
-        deadline = time.monotonic() + 30
-        workers: list[int] = []
-        while len(workers) < 2 and time.monotonic() < deadline and proc.poll() is None:
-            workers = _reader_and_workers(proc.pid)[1]
-            time.sleep(0.02)
-        assert len(workers) == 2
-        time.sleep(0.3)
-        os.killpg(proc.pid, signal.SIGINT)
-        _, err = proc.communicate(timeout=60)
-        assert proc.returncode == 130, err[-2000:]
-        assert b"Traceback" not in err and b"KeyboardInterrupt" not in err, err[-2000:]
-        assert not [pid for pid in workers if _alive(pid)]
-    finally:
-        hub.stop()
+    proc, _, workers = pass_under_way
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err[-2000:]
+    assert b"Traceback" not in err and b"KeyboardInterrupt" not in err, err[-2000:]
+    assert not [pid for pid in workers if _alive(pid)]
 
 
 def _reader_and_workers(pid: int) -> tuple[int, list[int]]:
