@@ -312,6 +312,33 @@ def _peak_rss_kb(cfg: Path) -> int:
 
 
 @pytest.mark.skipif(not Path("/usr/bin/time").exists(), reason="needs /usr/bin/time")
+def test_logs_test_checks_ip_regex_against_the_newest_log(tmp_path: Path, hub: Hub) -> None:
+    folder = tmp_path / "sinkhole"
+    ips = public_ips(40, seed=13)
+    write_log(folder, "2025-12-09", 9, [line("7.7.7.7", hour=9)])
+    newest = write_log(folder, "2025-12-09", 10, [line(ip, hour=10) for ip in ips])
+    os.utime(newest)  # the newest file is the one looked at
+    plain = run_cli(["--json", "logs", "test"], config=config(tmp_path, hub.url)).json()
+    assert plain["log_file"] == str(newest)
+    assert plain["ip_regex_check"] == {"addresses": 40,
+                                       "suggested_ip_regex": "from ([0-9][0-9.]{6,})"}
+    text = run_cli(["logs", "test"], config=config(tmp_path, hub.url)).out
+    assert "hint:" in text and "'from ([0-9][0-9.]{6,})'" in text
+    # the suggestion finds them all; a line of another format would be missed by it
+    anchored = config(tmp_path, hub.url, ip_regex="from ([0-9][0-9.]{6,})")
+    assert run_cli(["--json", "logs", "test"], config=anchored).json()["ip_regex_check"] == {
+        "addresses": 40, "missed": 0, "examples": []}
+    with open(newest, "a") as fh:
+        fh.write("2025-12-09 10:59:59 relay src=8.8.4.4 port 25\n")
+    check = run_cli(["--json", "logs", "test"], config=anchored).json()["ip_regex_check"]
+    assert check == {"addresses": 41, "missed": 1, "examples": ["8.8.4.4"]}
+    assert "warning: logs.ip_regex misses 1 of the 41" in run_cli(
+        ["logs", "test"], config=anchored).out
+    # and no hint without the generic pattern's agreement on every address
+    assert "suggested_ip_regex" not in run_cli(
+        ["--json", "logs", "test"], config=config(tmp_path, hub.url)).json()["ip_regex_check"]
+
+
 def test_memory_does_not_grow_with_the_file(tmp_path: Path, hub: Hub) -> None:
     ips = public_ips(2000, seed=11)
     rng = random.Random(3)

@@ -141,16 +141,38 @@ def stats(app: AppContext) -> int:
 def test(app: AppContext, sample: str) -> int:
     """Check the config, the IP extraction on a sample line, and the endpoint with its key.
 
-    Sends an empty batch (nothing is stored); 401/403 exit 2.
+    Sends an empty batch (nothing is stored); 401/403 exit 2. On the first
+    256 KiB of the newest log file: warns when logs.ip_regex misses addresses
+    the generic search finds, and, without ip_regex, suggests an anchored one
+    when every address follows the same word (it scans ~5x faster).
     """
     from datahubsync.logs.parser import find_ips, token_pattern
+    from datahubsync.logs.regex_hint import judge, newest_sample
 
     loaded = app.config()
-    found = find_ips(sample.encode(), token_pattern(loaded.config.logs.ip_regex))
+    cfg = loaded.config.logs
+    found = find_ips(sample.encode(), token_pattern(cfg.ip_regex))
+    log_file, data = newest_sample(cfg.log_dir, cfg.pattern)
+    check = judge(data, cfg.ip_regex) if log_file is not None else None
     uploader = _uploader(loaded)
     answer = uploader.post(uploader.payload([]), None)
+
+    def text() -> str:
+        lines = [f"sample: {found}"]
+        if check is not None and check.get("missed"):
+            lines.append(f"warning: logs.ip_regex misses {check['missed']} of the "
+                         f"{check['addresses']} addresses in the start of {log_file} "
+                         f"(e.g. {', '.join(check['examples'])}): they would not be sent")
+        elif check is not None and "suggested_ip_regex" in check:
+            lines.append(f"hint: every address in the start of {log_file} follows the same "
+                         f"word; logs.ip_regex: '{check['suggested_ip_regex']}' scans ~5x "
+                         "faster")
+        lines.append(f"endpoint {cfg.api_endpoint}: ok (key accepted, source "
+                     f"{uploader.source_ip})")
+        return "\n".join(lines)
+
     app.emit({"message_type": "logs_test", "sample_ips": found, "endpoint": "ok",
-              "answer": answer, "source_ip": uploader.source_ip},
-             lambda: f"sample: {found}\nendpoint {loaded.config.logs.api_endpoint}: ok "
-                     f"(key accepted, source {uploader.source_ip})")
+              "answer": answer, "source_ip": uploader.source_ip,
+              "log_file": str(log_file) if log_file else None, "ip_regex_check": check},
+             text)
     return ExitCode.OK
