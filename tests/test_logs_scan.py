@@ -18,7 +18,13 @@ import pytest
 from datahubsync.logs.parser import TOKEN_RE, public_ip_value
 from datahubsync.logs.queue import LogQueue
 from datahubsync.logs.reader import ReadSettings, new_tokens, read_file
-from datahubsync.logs.scan import ChildScanner, InlineScanner, Scanner, TokenFilter
+from datahubsync.logs.scan import (
+    ChildScanner,
+    InlineScanner,
+    Scanner,
+    TokenFilter,
+    open_scanner,
+)
 from tests.helpers import Hub, clean_env, cli_argv, write_yaml
 
 SPELLINGS = ["8.8.8.8", "008.8.8.8", "9.9.9.9", "10.1.2.3", "192.168.0.1", "999.1.1.1",
@@ -167,6 +173,29 @@ def test_a_dead_worker_is_replaced_by_scanning_in_the_reader(
         got = _read_all(paths, tmp_path / "two", cfg, scanner, after_chunk)
     assert got == expected
     assert f"scanning process {victim} is gone" in caplog.text
+
+
+def test_no_fork_means_scanning_in_the_reader(monkeypatch: pytest.MonkeyPatch,
+                                               caplog: pytest.LogCaptureFixture) -> None:
+    """fork refused (a process limit, no memory) for the second worker: the first is
+    stopped and the pass scans in its own process. Simulated: root ignores RLIMIT_NPROC."""
+    import multiprocessing.context
+
+    started: list[int] = []
+    real_start = multiprocessing.context.ForkProcess.start
+
+    def start(self: multiprocessing.context.ForkProcess) -> None:
+        if started:
+            raise BlockingIOError(11, "Resource temporarily unavailable")
+        real_start(self)
+        started.append(self.pid or 0)
+
+    monkeypatch.setattr(multiprocessing.context.ForkProcess, "start", start)
+    with caplog.at_level(logging.WARNING, logger="datahubsync.logs.scan"):
+        scanner = open_scanner(new_tokens(_settings()), 2)
+    assert isinstance(scanner, InlineScanner)
+    assert "could not start the scanning processes" in caplog.text
+    assert started and not _alive(started[0])
 
 
 def _children(pid: int) -> list[int]:

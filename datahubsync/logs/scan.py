@@ -324,8 +324,12 @@ class ChildScanner:
     def __init__(self, tokens: TokenFilter, workers: int) -> None:
         self.tokens = tokens  # the workers' copies are used; this one only if one dies
         self._workers: list[_Worker] = []
-        for n in range(max(workers, 1)):
-            self._workers.append(_Worker(tokens, n, self._workers))
+        try:
+            for n in range(max(workers, 1)):
+                self._workers.append(_Worker(tokens, n, self._workers))
+        except BaseException:
+            self.close()  # the ones already started
+            raise
 
     def _scan(self, worker: _Worker, chunk: bytes, day: int) -> Scan:
         scan = worker.receive()
@@ -373,4 +377,11 @@ def open_scanner(tokens: TokenFilter, processes: int | None) -> Scanner:
     MAX_AUTO_WORKERS), none on a single CPU. 0: scan in the reader's thread."""
     if processes is None:
         processes = min(cpus(), MAX_AUTO_WORKERS) if cpus() >= 2 else 0
-    return ChildScanner(tokens, processes) if processes > 0 else InlineScanner(tokens)
+    if processes <= 0:
+        return InlineScanner(tokens)
+    try:
+        return ChildScanner(tokens, processes)
+    except OSError as exc:  # no fork (process or memory limits): slower, but the pass runs
+        log.warning("could not start the scanning processes (%s); scanning in this process",
+                    exc)
+        return InlineScanner(tokens)
