@@ -146,13 +146,19 @@ def test(app: AppContext, sample: str) -> int:
     the generic search finds, and, without ip_regex, suggests an anchored one
     when every address follows the same word (it scans ~5x faster).
     """
+    from datahubsync.core.errors import ConfigError
     from datahubsync.logs.parser import find_ips, token_pattern
     from datahubsync.logs.regex_hint import judge, newest_sample
+    from datahubsync.logs.service import Listing
 
     loaded = app.config()
     cfg = loaded.config.logs
     found = find_ips(sample.encode(), token_pattern(cfg.ip_regex))
-    log_file, data = newest_sample(cfg.log_dir, cfg.pattern)
+    try:
+        files = Listing(cfg.log_dir, cfg.pattern, 0).files()
+    except ConfigError:  # no log_dir yet: the endpoint is still worth checking
+        files = []
+    log_file, data = newest_sample(files)
     check = judge(data, cfg.ip_regex) if log_file is not None else None
     uploader = _uploader(loaded)
     answer = uploader.post(uploader.payload([]), None)

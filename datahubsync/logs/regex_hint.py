@@ -10,8 +10,6 @@ anchored form.
 
 from __future__ import annotations
 
-import fnmatch
-import os
 import re
 from collections import Counter
 from pathlib import Path
@@ -23,17 +21,17 @@ SAMPLE_BYTES = 256 * 1024
 WORD_BEFORE = re.compile(rb"([A-Za-z_][A-Za-z0-9_-]{0,31}[ =:])$")
 
 
-def newest_sample(log_dir: Path, pattern: str,
-                  size: int = SAMPLE_BYTES) -> tuple[Path | None, bytes]:
-    """The first ``size`` bytes (whole lines) of the newest file matching ``pattern``."""
-    try:
-        names = [n for n in os.listdir(log_dir) if fnmatch.fnmatch(n, pattern)]
-    except OSError:
+def newest_sample(files: list[Path], size: int = SAMPLE_BYTES) -> tuple[Path | None, bytes]:
+    """The first ``size`` bytes (whole lines) of the newest of ``files``."""
+    dated = []
+    for path in files:
+        try:
+            dated.append((path.stat().st_mtime, path))
+        except OSError:
+            continue  # rotated away since the listing
+    if not dated:
         return None, b""
-    paths = [log_dir / n for n in names if (log_dir / n).is_file()]
-    if not paths:
-        return None, b""
-    newest = max(paths, key=lambda p: p.stat().st_mtime)
+    newest = max(dated)[1]
     with open(newest, "rb") as fh:
         data = fh.read(size)
     if len(data) == size:
