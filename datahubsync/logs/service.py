@@ -78,9 +78,11 @@ def one_pass(loaded: LoadedConfig, queue: LogQueue, listing: Listing, uploader: 
     read = settings(cfg)
     result = PassResult()
     scanner = open_scanner(new_tokens(read), cfg.scan_processes)  # may fork: before any thread
-    background = None if uploader is None else BackgroundUpload(
-        uploader, queue.path, cfg.batch_size, cfg.force_upload_threshold)
+    background = None
     try:
+        if uploader is not None:
+            background = BackgroundUpload(uploader, queue.path, cfg.batch_size,
+                                          cfg.force_upload_threshold)
         for path in listing.files():
             try:
                 counts: Counts = read_file(path, queue, read, now(),
