@@ -118,11 +118,17 @@ def is_public(ip: str) -> bool:
     return is_public_int((a << 24) | (b << 16) | (c << 8) | d)
 
 
+def line_bounds(chunk: bytes, at: int) -> tuple[int, int]:
+    """(start, end) of the line of ``chunk`` holding offset ``at``; ``end`` is the offset
+    of its newline, or the end of ``chunk``."""
+    end = chunk.find(b"\n", at)
+    return chunk.rfind(b"\n", 0, at) + 1, end if end != -1 else len(chunk)
+
+
 def line_around(chunk: bytes, start: int) -> bytes:
     """The line of ``chunk`` that holds offset ``start``."""
-    begin = chunk.rfind(b"\n", 0, start) + 1
-    end = chunk.find(b"\n", start)
-    return chunk[begin:end if end != -1 else len(chunk)].rstrip(b"\r")
+    begin, end = line_bounds(chunk, start)
+    return chunk[begin:end].rstrip(b"\r")
 
 
 def line_time(line: bytes) -> tuple[str, str] | None:

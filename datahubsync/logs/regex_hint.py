@@ -15,7 +15,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from datahubsync.logs.parser import TOKEN_RE, find_ips, token_pattern
+from datahubsync.logs.parser import TOKEN_RE, find_ips, line_bounds, token_pattern
 
 SAMPLE_BYTES = 256 * 1024
 WORD_BEFORE = re.compile(rb"([A-Za-z_][A-Za-z0-9_-]{0,31}[ =:])$")
@@ -52,7 +52,7 @@ def judge(sample: bytes, ip_regex: str | None) -> dict[str, Any]:
     matches = 0
     for m in TOKEN_RE.finditer(sample):
         matches += 1
-        begin = sample.rfind(b"\n", 0, m.start()) + 1
+        begin = line_bounds(sample, m.start())[0]
         found = WORD_BEFORE.search(sample, max(begin, m.start() - 33), m.start())
         words[found.group(1) if found else b""] += 1
     if matches and words:

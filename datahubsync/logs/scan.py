@@ -47,7 +47,7 @@ from itertools import repeat
 from typing import Any, Protocol
 
 from datahubsync.logs.cache import TwoGenerations
-from datahubsync.logs.parser import public_ip_value
+from datahubsync.logs.parser import line_bounds, public_ip_value
 
 log = logging.getLogger(__name__)
 Match = re.Match
@@ -166,12 +166,10 @@ class TokenFilter:
 
     def _matches_at(self, chunk: bytes, at: int, token: bytes) -> bool:
         """Whether the pattern, run over the line holding ``at``, matches ``token`` there."""
-        begin = chunk.rfind(b"\n", 0, at) + 1
-        end = chunk.find(b"\n", at)
-        end = len(chunk) if end == -1 else end + 1
+        begin, end = line_bounds(chunk, at)
         group = self.group
-        return any(m.start(group) == at and m.group(group) == token
-                   for m in self.pattern.finditer(chunk, begin, end))
+        return any(m.start(group) == at and m.group(group) == token  # (newline included)
+                   for m in self.pattern.finditer(chunk, begin, min(end + 1, len(chunk))))
 
     def _unpassed(self, counts: Counter[bytes], result: Scan) -> dict[bytes, int]:
         """Counts what was passed on or rejected before; the rest -> their addresses."""
