@@ -26,6 +26,7 @@ from tests.batchkit import (
     weekdays,
     write_day,
 )
+from tests.crashkit import killed_at
 from tests.helpers import clean_env, cli_argv, run_cli
 
 
@@ -142,6 +143,33 @@ def test_kill_9_mid_day_then_resume(tmp_path: Path, pg_url: str, table: str) -> 
     # Day 1 was done before the crash: resume did not run it again.
     assert resumed["days"]["2025-10-06"]["finished_at"] == \
         status["days"]["2025-10-06"]["finished_at"]
+
+
+KILLED_AT = ["batch.day_loaded:2", "batch.day_committed:1", "batch.day_recorded:2"]
+
+
+def test_kill_9_at_each_point_then_resume(tmp_path: Path, pg_url: str, table: str) -> None:
+    """run, then resume after each kill: every day ends with its rows once, none lost."""
+    folder = tmp_path / "csv"
+    week = weekdays("2025-10-06", "2025-10-10")
+    for day in week:
+        write_day(folder, day, rows=5)
+    config = batch_config(tmp_path, {"bars": glob_job(pg_url, table, folder)}, workers=1)
+    killed_at(KILLED_AT[0], ["batch", "run", "--job", "bars", "--from", week[0], "--to",
+                             week[-1]], config=config)
+    (doc,) = task_docs(tmp_path / "state")
+    # day 1 committed; day 2's transaction died with its connection
+    wait_for(lambda: day_counts(pg_url, table) == {week[0]: 5}, what="day 2 rolled back")
+    killed_at(KILLED_AT[1], ["batch", "resume", doc["task_id"]], config=config)
+    assert day_counts(pg_url, table) == {week[0]: 5, week[1]: 5}  # committed, not recorded
+    killed_at(KILLED_AT[2], ["batch", "resume", doc["task_id"]], config=config)
+    status = run_cli(["--json", "batch", "status", doc["task_id"]], config=config).json()
+    assert status["status"] == "crashed"
+    assert [status["days"][d]["status"] for d in week[:3]] == ["success"] * 3
+    resumed = run_cli(["--json", "batch", "resume", doc["task_id"]], config=config).json()
+    assert resumed["status"] == "completed" and resumed["success"] == 5
+    assert day_counts(pg_url, table) == {d: 5 for d in week}
+    assert distinct_per_day(pg_url, table) == day_counts(pg_url, table)
 
 
 def test_second_run_on_the_same_target_is_refused(tmp_path: Path, pg_url: str,

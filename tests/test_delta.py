@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import signal
-import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -13,10 +10,9 @@ from typing import Any
 import pytest
 import requests
 
+from tests.crashkit import killed_at
 from tests.helpers import (
     Hub,
-    clean_env,
-    cli_argv,
     client_config,
     make_dataset,
     run_cli,
@@ -226,9 +222,19 @@ def test_hand_edited_local_file_is_detected(setup: Any, tmp_path: Path) -> None:
     assert tree_bytes(local) == tree_bytes(data)
 
 
+# In the order a delta install reaches them: a kill before the swap leaves the old tree
+# and the next run starts over (and reaches the next point); a kill after it leaves the
+# new tree and the next run's recovery passes the points that record it.
+DELTA_POINTS = ["download.chunk_written:1", "download.verified", "delta.adopted",
+                "archive.checked", "delta.file_built:1", "delta.file_built:300",
+                "install.staged", "install.journal_written", "install.after_exchange",
+                "install.recorded", "install.state_saved"]
+KILLED_AT = DELTA_POINTS
+
+
 @pytest.mark.parametrize("adopting", [False, True], ids=["fresh-tree", "adopted-tree"])
 def test_kill_9_while_applying_leaves_old_or_new(tmp_path: Path, adopting: bool) -> None:
-    """Killed at many points of a delta install, the dataset is the old or the new version.
+    """Killed at each named point of a delta install, the dataset is the old or the new version.
 
     ``adopted-tree``: a version is kept already, so the install rebuilds that
     obsolete tree in place of a fresh one (the daily steady state).
@@ -251,33 +257,24 @@ def test_kill_9_while_applying_leaves_old_or_new(tmp_path: Path, adopting: bool)
         _touch_all(data / "alpha", ROW)
         next_version(hub, "alpha", v1["version"])
         new = tree_bytes(data / "alpha")
-        argv = cli_argv() + ["--config", str(cfg), "datasets", "sync"]
-        delay, kills, mid_build = 0.25, 0, 0
-        while True:
-            proc = subprocess.Popen(argv, env=clean_env(), stdout=subprocess.DEVNULL,
-                                    stderr=subprocess.DEVNULL)
-            time.sleep(delay)
-            if proc.poll() is not None:
-                break
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait()
-            kills += 1
-            siblings = list(local.parent.glob(".alpha.dhs-*"))
-            mid_build += any("-new-" in p.name or "-delta-" in p.name for p in siblings)
+        points = [p for p in DELTA_POINTS if adopting or p != "delta.adopted"]
+        swapped = False
+        for point in points:
+            killed_at(point, ["datasets", "sync"], config=cfg)
+            swapped = swapped or point == "install.after_exchange"
+            siblings = [p.name for p in local.parent.glob(".alpha.dhs-*")]
             now = tree_bytes(local)
-            if now not in (old, new):
+            expected = new if swapped else old
+            if now != expected:
                 keys = set(now) | set(new) | set(old)
-                not_new = sorted(k for k in keys if now.get(k) != new.get(k))
-                not_old = sorted(k for k in keys if now.get(k) != old.get(k))
                 raise AssertionError(
-                    f"mixed tree after a kill at {delay:.2f}s: {len(now)} files (old "
-                    f"{len(old)}, new {len(new)}); unlike new: {not_new[:10]}; unlike old: "
-                    f"{not_old[:10]}; siblings "
-                    f"{[p.name for p in siblings]}")
-            delay += 0.03
-        assert kills >= 3 and mid_build >= 1
+                    f"after a kill at {point}: {len(now)} files (old {len(old)}, new "
+                    f"{len(new)}); unlike new: "
+                    f"{sorted(k for k in keys if now.get(k) != new.get(k))[:10]}; unlike old: "
+                    f"{sorted(k for k in keys if now.get(k) != old.get(k))[:10]}; "
+                    f"siblings {siblings}")
         result = sync(cfg)["alpha"]
-        assert result["status"] in ("installed", "up_to_date")
+        assert result["status"] == "up_to_date"
         assert tree_bytes(local) == new
         assert not list(local.parent.glob(".alpha.dhs-new-*"))
         assert not list(local.parent.glob(".alpha.dhs-delta-*"))

@@ -1,7 +1,7 @@
 """Crash consistency of ``datahubsync.datasets.install`` with real process death.
 
-A forked child runs ``install()`` with a hook (patched in the child only) that
-calls ``os._exit(9)`` at one exact point. Old tree A is installed first; the
+A forked child runs ``install()`` with ``DATAHUBSYNC_CRASH_AT`` naming one
+crash point, so it dies of SIGKILL at that exact step. Old tree A is installed first; the
 child installs B (the package the real hub from ``conftest.hub`` serves).
 After the child died, ``local_dir`` must be entirely A or entirely B; then a
 real ``datahubsync datasets sync`` subprocess must end with exactly B, no
@@ -26,17 +26,23 @@ import pytest
 
 import datahubsync.datasets.install as install_mod
 from datahubsync.core.config import load_config
+from datahubsync.core.crashpoint import ENV
 from datahubsync.datasets import client
 from datahubsync.datasets.archive import ExtractLimits
 from datahubsync.datasets.install import InstallRequest, install
 from datahubsync.datasets.state import ClientState, InstalledVersion
+from tests.crashkit import KILLED
 from tests.helpers import Hub, client_config, make_dataset, run_cli, tree_bytes
 from tests.legacy_hub import zip_tree
 
 pytestmark = pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
 
 A_VERSION = "2026-01-05T15:00:00+08:00"  # older than anything the hub serves now
-CRASH = 9
+CRASH = KILLED
+KILLED_AT = ["archive.member_extracted:2", "install.staged", "install.journal_written",
+             "install.after_exchange", "install.fallback_renamed:1",
+             "install.fallback_renamed:2", "install.overlay_file_moved:3", "install.recorded",
+             "install.state_saved", "rollback.after_exchange"]
 
 
 @dataclass
@@ -92,11 +98,17 @@ def crash_hub(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Hub, P
 
 def wait_published(hub: Hub, name: str, newer_than: str | None = None) -> dict[str, Any]:
     """Wait for a package, then until every hub worker publishes it (they poll the store
-    every ``catalog_poll`` = 0.1 s; until then one may still answer "not ready")."""
+    every ``catalog_poll`` = 0.1 s; until then one may still answer "not ready"): six
+    answers in a row (connections are spread over the workers) must agree."""
     entry = hub.wait_ready(name, newer_than=newer_than)
-    time.sleep(0.35)
-    for _ in range(6):  # connections are spread over the workers
-        assert hub.datasets()[name]["version"] == entry["version"]
+    deadline = time.monotonic() + 60
+    agreeing = 0
+    while agreeing < 6:
+        assert time.monotonic() < deadline, "the hub's workers never agreed on the version"
+        same = hub.datasets().get(name, {}).get("version") == entry["version"]
+        agreeing = agreeing + 1 if same else 0
+        if not same:
+            time.sleep(0.05)
     return entry
 
 
@@ -120,9 +132,8 @@ def prepare(tmp: Path, crash_hub: tuple[Hub, Path], mode: str = "swap") -> Setup
     return setup
 
 
-def run_child(setup: Setup, patch: Callable[[], None],
-              progress: Callable[[int], None] | None = None) -> int:
-    """Fork; the child patches, installs B and dies where the patch says. Returns its status."""
+def run_child(setup: Setup, point: str, patch: Callable[[], None] = lambda: None) -> int:
+    """Fork; the child (patched) installs B armed to die at ``point``. Returns its status."""
     sys.stdout.flush()
     sys.stderr.flush()
     pid = os.fork()
@@ -130,7 +141,8 @@ def run_child(setup: Setup, patch: Callable[[], None],
         code = 0
         try:
             patch()
-            install(ClientState(setup.state_dir), setup.request_b(), progress=progress)
+            os.environ[ENV] = point
+            install(ClientState(setup.state_dir), setup.request_b())
         except BaseException:  # noqa: BLE001 - report and die with a distinct status
             traceback.print_exc()
             code = 3
@@ -139,32 +151,8 @@ def run_child(setup: Setup, patch: Callable[[], None],
     return os.waitstatus_to_exitcode(status)
 
 
-def crash() -> None:
-    os._exit(CRASH)
-
-
 def staging_dirs(setup: Setup) -> list[Path]:
     return sorted(setup.local_dir.parent.glob(".alpha.dhs-new-*"))
-
-
-def beside_local(setup: Setup, path: Any) -> bool:
-    """Is ``path`` in local_dir's parent (ignores the state files' own os.replace calls)?"""
-    return Path(path).is_relative_to(setup.local_dir.parent)
-
-
-def replace_hook(setup: Setup, crash_after: int) -> None:
-    """Make ``os.replace`` (as the install module sees it) die after the Nth real move."""
-    real = os.replace
-    seen = [0]
-
-    def replace(src: Any, dst: Any, *args: Any, **kwargs: Any) -> None:
-        real(src, dst, *args, **kwargs)
-        if beside_local(setup, src):
-            seen[0] += 1
-            if seen[0] == crash_after:
-                crash()
-
-    install_mod.os.replace = replace  # type: ignore[assignment]  # same module object: os
 
 
 def assert_whole(setup: Setup, allowed: tuple[str, ...]) -> str:
@@ -202,30 +190,34 @@ def assert_recovered(setup: Setup, expected_status: str) -> None:
 
 # -- the crash points ---------------------------------------------------------------------------
 
+def no_exchange() -> None:
+    """Make the install fall back to two renames (as where renameat2 is missing)."""
+    install_mod.exchange = lambda a, b: False  # type: ignore[assignment]
+
+
 def test_crash_during_extraction(tmp_path: Path, crash_hub: tuple[Hub, Path]) -> None:
     setup = prepare(tmp_path, crash_hub)
-    extracted = [0]
-
-    def progress(n: int) -> None:
-        extracted[0] += n
-        if extracted[0] >= 1000:  # a file or two of ~600 bytes written, more to come
-            crash()
-
-    assert run_child(setup, lambda: None, progress) == CRASH
+    assert run_child(setup, "archive.member_extracted:2") == CRASH
     assert assert_whole(setup, ("A",)) == "A"
     assert not ClientState(setup.state_dir).journal_path("alpha").exists()
     (half,) = staging_dirs(setup)  # the dead run's half-extracted tree...
-    assert 0 < len(tree_bytes(half)) < len(setup.tree_b)
+    assert len(tree_bytes(half)) == 2 < len(setup.tree_b)
     assert_recovered(setup, "installed")  # ...is removed by the next install
+
+
+def test_crash_with_tree_staged_before_journal(tmp_path: Path,
+                                               crash_hub: tuple[Hub, Path]) -> None:
+    setup = prepare(tmp_path, crash_hub)
+    assert run_child(setup, "install.staged") == CRASH
+    assert not ClientState(setup.state_dir).journal_path("alpha").exists()
+    assert assert_whole(setup, ("A",)) == "A"
+    assert len(staging_dirs(setup)) == 1
+    assert_recovered(setup, "installed")
 
 
 def test_crash_after_journal_before_swap(tmp_path: Path, crash_hub: tuple[Hub, Path]) -> None:
     setup = prepare(tmp_path, crash_hub)
-
-    def patch() -> None:
-        install_mod._swap = lambda *args, **kwargs: crash()  # type: ignore[assignment]
-
-    assert run_child(setup, patch) == CRASH
+    assert run_child(setup, "install.journal_written") == CRASH
     assert ClientState(setup.state_dir).journal_path("alpha").exists()
     assert assert_whole(setup, ("A",)) == "A"
     assert_recovered(setup, "up_to_date")
@@ -233,36 +225,22 @@ def test_crash_after_journal_before_swap(tmp_path: Path, crash_hub: tuple[Hub, P
 
 def test_crash_right_after_exchange(tmp_path: Path, crash_hub: tuple[Hub, Path]) -> None:
     setup = prepare(tmp_path, crash_hub)
-
-    def patch() -> None:
-        real = install_mod.exchange
-
-        def exchange(a: Path, b: Path) -> bool:
-            if not real(a, b):
-                os._exit(4)  # renameat2 unsupported here: the test would prove nothing
-            crash()
-            return True  # not reached
-
-        install_mod.exchange = exchange  # type: ignore[assignment]
-
-    assert run_child(setup, patch) == CRASH
+    status = run_child(setup, "install.after_exchange")
+    # renameat2 unsupported here would end the install without the point: proves nothing
+    assert status == CRASH, f"exit {status}: is RENAME_EXCHANGE supported on {tmp_path}?"
     assert assert_whole(setup, ("B",)) == "B"
     assert_recovered(setup, "up_to_date")
 
 
-@pytest.mark.parametrize("crash_after", [1, 2], ids=["between-renames", "after-both"])
+@pytest.mark.parametrize("point", ["install.fallback_renamed:1", "install.fallback_renamed:2"],
+                         ids=["between-renames", "after-both"])
 def test_crash_in_two_rename_fallback(tmp_path: Path, crash_hub: tuple[Hub, Path],
-                                      crash_after: int) -> None:
+                                      point: str) -> None:
     setup = prepare(tmp_path, crash_hub)
-
-    def patch() -> None:
-        install_mod.exchange = lambda a, b: False  # type: ignore[assignment]
-        replace_hook(setup, crash_after)
-
-    assert run_child(setup, patch) == CRASH
+    assert run_child(setup, point, no_exchange) == CRASH
     # Between the two renames local_dir is briefly missing (never a mix); the journal
     # lets the next run finish the move.
-    expected = ("missing",) if crash_after == 1 else ("B",)
+    expected = ("missing",) if point.endswith(":1") else ("B",)
     assert assert_whole(setup, expected) == expected[0]
     assert_recovered(setup, "up_to_date")
 
@@ -271,7 +249,7 @@ def test_crash_in_overlay_after_some_files(tmp_path: Path,
                                            crash_hub: tuple[Hub, Path]) -> None:
     setup = prepare(tmp_path, crash_hub, mode="overlay")
     assert len(setup.tree_b) >= 5
-    assert run_child(setup, lambda: replace_hook(setup, 3)) == CRASH
+    assert run_child(setup, "install.overlay_file_moved:3") == CRASH
     # Overlay moves file by file (by design, not atomic for readers): every file is whole,
     # A's or B's version, and the journal is there to finish the job.
     found = tree_bytes(setup.local_dir)
@@ -284,20 +262,11 @@ def test_crash_in_overlay_after_some_files(tmp_path: Path,
     assert_recovered(setup, "up_to_date")
 
 
-def test_crash_after_state_saved_before_journal_removed(
-        tmp_path: Path, crash_hub: tuple[Hub, Path]) -> None:
+@pytest.mark.parametrize("point", ["install.recorded", "install.state_saved"])
+def test_crash_after_recording_before_journal_removed(
+        tmp_path: Path, crash_hub: tuple[Hub, Path], point: str) -> None:
     setup = prepare(tmp_path, crash_hub)
-
-    def patch() -> None:
-        real = ClientState.set_last_sync
-
-        def set_last_sync(self: ClientState, name: str, last_updated: str) -> None:
-            real(self, name, last_updated)
-            crash()
-
-        ClientState.set_last_sync = set_last_sync  # type: ignore[method-assign]
-
-    assert run_child(setup, patch) == CRASH
+    assert run_child(setup, point) == CRASH
     assert ClientState(setup.state_dir).journal_path("alpha").exists()
     assert assert_whole(setup, ("B",)) == "B"
     assert_recovered(setup, "up_to_date")
@@ -312,15 +281,7 @@ def test_crash_during_rollback_leaves_consistent_state(
     sys.stderr.flush()
     pid = os.fork()
     if pid == 0:
-        real = install_mod.exchange
-
-        def exchange(a: Path, b: Path) -> bool:
-            if not real(a, b):
-                os._exit(4)
-            crash()
-            return True  # not reached
-
-        install_mod.exchange = exchange  # type: ignore[assignment]
+        os.environ[ENV] = "rollback.after_exchange"
         try:
             install_mod.rollback(ClientState(setup.state_dir), "alpha", setup.local_dir, "swap")
         finally:

@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 
+from tests.crashkit import killed_at
 from tests.helpers import Hub, clean_env, cli_argv, run_cli, write_yaml
 
 KEY = "k-logs-1"
@@ -129,28 +130,24 @@ def test_rotation_truncation_and_replacement(tmp_path: Path, hub: Hub) -> None:
     assert server_stats(hub)["distinct_ips"] == 7
 
 
-def test_kill_9_at_random_points_loses_nothing(tmp_path: Path, hub: Hub) -> None:
-    ips = public_ips(8000, seed=9)
+KILLED_AT = ["logs.chunk_committed:1", "logs.chunk_committed:5", "logs.batch_claimed:1",
+             "logs.batch_acked:1", "logs.batch_acked:4", "logs.batch_deleted:2"]
+
+
+def test_kill_9_at_each_point_loses_nothing(tmp_path: Path, hub: Hub) -> None:
+    """Each run finds a new hourly file and dies at the next named point; nothing is lost and
+    a batch sent again after a kill (acknowledged, not yet deleted) is stored once."""
+    ips = public_ips(400 * len(KILLED_AT), seed=9)
     folder = tmp_path / "sinkhole"
     cfg = config(tmp_path, hub.url, batch_size=20, chunk_bytes=4096)
-    argv = cli_argv() + ["--config", str(cfg), "logs", "once"]
-    rng = random.Random(5)
-    kills = 0
-    for n in range(20):  # each run finds a new hourly file, and dies at a random point
+    for n, point in enumerate(KILLED_AT):
         part = ips[n * 400:(n + 1) * 400]
         write_log(folder, "2025-12-09", n, [line(ip, hour=n) for ip in part])
-        proc = subprocess.Popen(argv, env=clean_env(), stdout=subprocess.DEVNULL,
-                                stderr=subprocess.DEVNULL)
-        time.sleep(rng.uniform(0.2, 0.6))
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGKILL)
-            kills += 1
-        proc.wait()
+        killed_at(point, ["logs", "once"], config=cfg)
     once(cfg)
     stats = server_stats(hub)
-    assert kills >= 5
-    assert stats["distinct_ips"] == 8000
-    assert stats["total_records"] == 8000  # a batch re-sent after a kill was stored once
+    assert stats["distinct_ips"] == len(ips)
+    assert stats["total_records"] == len(ips)  # a batch re-sent after a kill was stored once
 
 
 def test_server_down_queue_grows_then_everything_arrives(tmp_path: Path, hub: Hub) -> None:

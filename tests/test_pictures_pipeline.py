@@ -6,7 +6,6 @@ import json
 import signal
 import sys
 import threading
-import time
 import urllib.error
 import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -14,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from datahubsync.pictures.ledger import Ledger
+from tests.crashkit import killed_at
 from tests.helpers import free_port, run_cli
 from tests.pictures_client_kit import (
     TOKEN,
@@ -123,7 +123,7 @@ print(json.dumps({"people": 3, "count": len(files),
 """
 
 
-def test_process_callback_and_retry_after_the_window(tmp_path: Path) -> None:
+def test_process_callback_and_retry_when_due(tmp_path: Path) -> None:
     pics = make_pictures(tmp_path / "srv", 2)
     url, table = sqlite_tasks(tmp_path, pics.tasks)
     script = tmp_path / "count_people.py"
@@ -134,7 +134,7 @@ def test_process_callback_and_retry_after_the_window(tmp_path: Path) -> None:
     server = start_server(tmp_path, pics.root)
     try:
         config = client_config(
-            tmp_path, server.url, url, table, retry_after=3.0,
+            tmp_path, server.url, url, table, retry_after=3600.0,
             process_command=[sys.executable, str(script), str(tmp_path), "{task_id}", "{files}"],
             callback_url=f"http://127.0.0.1:{hooks.server_port}/report")
         first = run_cli(["--json", "pictures", "once"], config=config, expect=1).json()
@@ -142,11 +142,11 @@ def test_process_callback_and_retry_after_the_window(tmp_path: Path) -> None:
         assert "fails on purpose" in first["errors"][0]
         soon = run_cli(["--json", "pictures", "once"], config=config).json()
         assert soon["processed"] == 0  # not yet: the retry window has not passed
-        time.sleep(3.1)
+        run_cli(["pictures", "retry"], config=config)  # due now, as after the window
         third = run_cli(["--json", "pictures", "once"], config=config, expect=1).json()
         assert third["processed"] == 2 and third["reported"] == 1
         assert third["step_failures"] == 1 and "HTTP 500" in third["errors"][0]
-        time.sleep(3.1)
+        run_cli(["pictures", "retry"], config=config)
         fourth = run_cli(["--json", "pictures", "once"], config=config).json()
         assert fourth["reported"] == 1
         status = run_cli(["--json", "pictures", "status"], config=config).json()
@@ -160,3 +160,59 @@ def test_process_callback_and_retry_after_the_window(tmp_path: Path) -> None:
     for body in reported.values():
         assert body["result"]["output"] == {"people": 3, "count": 8, "all_there": True}
         assert all(Path(f["local"]).is_file() for f in body["files"])
+
+
+COUNTING = """
+import json, pathlib, sys
+runs = pathlib.Path(sys.argv[1]) / ("runs-" + sys.argv[2])
+with runs.open("a") as fh:
+    fh.write("1")
+print(json.dumps({"people": 1}))
+"""
+KILLED_AT = ["pictures.step_done:1", "pictures.step_done:2"]
+
+
+def test_kill_9_after_each_step_commit(tmp_path: Path) -> None:
+    """A step committed before a kill is not run again; a callback sent but not committed is
+    sent again (at least once), and every task ends reported."""
+    pics = make_pictures(tmp_path / "srv", 3)
+    url, table = sqlite_tasks(tmp_path, pics.tasks)
+    script = tmp_path / "count_runs.py"
+    script.write_text(COUNTING)
+    _Callbacks.bodies, _Callbacks.fail_first = [], 0
+    hooks = ThreadingHTTPServer(("127.0.0.1", 0), _Callbacks)
+    threading.Thread(target=hooks.serve_forever, daemon=True).start()
+    server = start_server(tmp_path, pics.root)
+    try:
+        config = client_config(
+            tmp_path, server.url, url, table,
+            process_command=[sys.executable, str(script), str(tmp_path), "{task_id}"],
+            callback_url=f"http://127.0.0.1:{hooks.server_port}/report")
+        for point in KILLED_AT:
+            killed_at(point, ["pictures", "once"], config=config)
+        run_cli(["pictures", "once"], config=config)
+        status = run_cli(["--json", "pictures", "status"], config=config).json()
+        assert status["tasks"]["reported"] == 3
+    finally:
+        server.stop()
+        hooks.shutdown()
+    for task in pics.tasks:
+        assert (tmp_path / f"runs-{task.task_id}").read_text() == "1"  # processed once
+    reported = [b["task_id"] for b in _Callbacks.bodies]
+    assert set(reported) == {str(t.task_id) for t in pics.tasks}
+    assert len(reported) <= 4  # at most the one callback in flight at a kill, again
+
+
+def test_failed_step_is_due_again_after_the_retry_window(tmp_path: Path) -> None:
+    """The window runs on the ledger's clock (injected here, so no test waits for it)."""
+    from datahubsync.pictures.ledger import NewTask
+
+    now = [1_000_000.0]
+    with Ledger(f"sqlite:///{tmp_path / 'l.db'}", clock=lambda: now[0]) as ledger:
+        ledger.add_tasks([NewTask("t1", ())])  # no pictures: downloaded at once
+        assert [t for t, _ in ledger.due_tasks("downloaded")] == ["t1"]
+        ledger.step_failed("t1", "exit 1", retry_after=1800, give_up_after=86400)
+        now[0] += 1799
+        assert ledger.due_tasks("downloaded") == []
+        now[0] += 2
+        assert [t for t, _ in ledger.due_tasks("downloaded")] == ["t1"]

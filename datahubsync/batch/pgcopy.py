@@ -25,11 +25,15 @@ from urllib.parse import urlsplit
 
 from datahubsync.batch.jobs import Cancelled, render, render_argv, stop_child
 from datahubsync.batch.progress import DayOutcome
+from datahubsync.core.crashpoint import CrashPoint
 from datahubsync.core.dburl import libpq_url as conninfo
 from datahubsync.core.dburl import redact  # noqa: F401 - part of this module's API
 
 log = logging.getLogger(__name__)
 CHUNK = 1 << 20
+DAY_LOADED = CrashPoint("batch.day_loaded", "a day's rows copied, transaction not committed")
+DAY_COMMITTED = CrashPoint("batch.day_committed", "a day's transaction committed, "
+                           "progress not yet saved")
 
 
 def target_name(url: str, table: str) -> str:
@@ -208,7 +212,9 @@ class PgCopyUnit:
                 if dated != total:
                     raise DayFailed(f"{total - dated} of {total} rows are not dated {day} "
                                     f"(column {cfg.date_column}); day rolled back")
+        DAY_LOADED.reached()
         conn.commit()
+        DAY_COMMITTED.reached()
         log.debug("%s %s: replaced %d rows with %d", self.name, day, replaced, total)
         return total
 

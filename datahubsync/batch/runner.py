@@ -39,11 +39,13 @@ from datahubsync.batch.progress import (
     recount,
 )
 from datahubsync.core.config import LoadedConfig
+from datahubsync.core.crashpoint import CrashPoint
 from datahubsync.core.errors import ConfigError, LockedError, UsageError
 
 log = logging.getLogger(__name__)
 OnChange = Callable[[dict[str, Any]], None]
 CANCEL_POLL = 0.25
+DAY_RECORDED = CrashPoint("batch.day_recorded", "a day's outcome saved in the task's progress")
 
 
 @dataclass(frozen=True)
@@ -226,6 +228,7 @@ class BatchService:
                 outcome = DayOutcome("failed", f"{type(exc).__name__}: {exc}")
             seconds = time.monotonic() - started
             tracker.day_finished(day, outcome, seconds)
+            DAY_RECORDED.reached()
             log.info("[%d/%d] %s: %s%s (%.1fs)", tracker.doc["current"], total, day,
                      outcome.status, f" — {outcome.message}" if outcome.message else "", seconds)
             if on_change:

@@ -22,11 +22,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from datahubsync.core.crashpoint import CrashPoint
 from datahubsync.core.errors import IntegrityError, UnsafeArchiveError
 
 log = logging.getLogger(__name__)
 
 CHUNK = 1024 * 1024
+CHECKED = CrashPoint("archive.checked", "every member of the archive checked, nothing extracted")
+MEMBER_EXTRACTED = CrashPoint("archive.member_extracted", "one more member extracted to staging")
 # Tiny members compress absurdly well (a file of 4 KiB of zeros) without any
 # danger, so the ratio is only meaningful for members above this size.
 RATIO_MIN_BYTES = 1024 * 1024
@@ -141,6 +144,7 @@ def _check(
             if parent in file_paths:
                 raise _unsafe(info, f"parent {parent!r} is also a file")
             parent = parent.rpartition("/")[0]
+    CHECKED.reached()
     return files, dirs
 
 
@@ -245,6 +249,7 @@ def extract_safe(
             target = dest_dir / rel
             _mkdirs(dest_dir, target.parent, made)
             total += extract_member(zf, info, target, fsync, progress)
+            MEMBER_EXTRACTED.reached()
     if fsync:
         for path in sorted(made, key=lambda p: len(p.parts), reverse=True):
             _fsync_dir(path)

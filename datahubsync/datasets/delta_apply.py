@@ -38,12 +38,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from datahubsync.core.crashpoint import CrashPoint
 from datahubsync.core.errors import IntegrityError
 from datahubsync.datasets.archive import ExtractLimits, check_archive, extract_member
 from datahubsync.datasets.delta import CHUNK, DELTA_JSON, FORMAT
 
 log = logging.getLogger(__name__)
 
+FILE_BUILT = CrashPoint("delta.file_built", "one more file of the new tree built in staging")
+ADOPTED = CrashPoint("delta.adopted", "an obsolete kept tree was moved to the staging name")
 WORKERS = 2  # measured: copy + hash of 5 600 files, 2 threads 1.6 s, 1: 2.2 s, 4: 1.9 s
 
 
@@ -359,6 +362,8 @@ def build_tree(local_dir: Path, delta_zip: Path, manifest: Mapping[str, Any], st
         appended = {safe_relpath(a["path"]): int(a["old_size"]) for a in doc.get("appended", [])}
         files = [(safe_relpath(e["path"]), e) for e in manifest["files"]]
         adopted = bool(recycle_from) and adopt_obsolete(staging, recycle_from or [])
+        if adopted:
+            ADOPTED.reached()
         wanted = {rel for rel, _ in files}
         keep_dirs = parent_dirs(wanted)
         make_parents(staging, keep_dirs)
@@ -373,6 +378,7 @@ def build_tree(local_dir: Path, delta_zip: Path, manifest: Mapping[str, Any], st
                 work.appended(rel, entry, appended[rel])
             else:
                 work.unchanged(rel, entry)
+            FILE_BUILT.reached()
             if on_file is not None:
                 on_file(rel)
 

@@ -23,6 +23,7 @@ from typing import Any
 import requests
 import urllib3
 
+from datahubsync.core.crashpoint import CrashPoint
 from datahubsync.core.errors import IntegrityError, NetworkError, TempFailError
 from datahubsync.core.http import (
     RetryPolicy,
@@ -36,6 +37,8 @@ from datahubsync.core.statefile import write_json_atomic
 log = logging.getLogger(__name__)
 CHUNK = 1024 * 1024  # the most one read returns; less is written as it arrives
 _CONTENT_RANGE = re.compile(r"bytes (\d+)-(\d+)/(\d+|\*)")
+CHUNK_WRITTEN = CrashPoint("download.chunk_written", "one more received chunk written to .part")
+VERIFIED = CrashPoint("download.verified", "the .part is complete, size and sha256 checked")
 
 
 @dataclass(frozen=True)
@@ -169,6 +172,7 @@ def download(
         part.discard()
         raise IntegrityError(f"{remote.name}: sha256 mismatch (expected {remote.sha256}, "
                              f"got {sha}); not installed")
+    VERIFIED.reached()
     return DownloadResult(part.path, size, sha, state["transferred"], resumed_from)
 
 
@@ -232,6 +236,7 @@ def _fetch(session: requests.Session, remote: RemotePackage, part: _Part,
                     state["offset"] += len(chunk)
                     state["transferred"] += len(chunk)
                     progress.advance(len(chunk))
+                    CHUNK_WRITTEN.reached()
                     if deadline is not None and clock() > deadline:
                         raise DeadlineExceeded(f"{remote.name}: --max-time reached after "
                                                f"{state['offset']} bytes")

@@ -23,6 +23,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from datahubsync.core.crashpoint import CrashPoint
 from datahubsync.core.errors import DatahubsyncError
 from datahubsync.core.fsutil import exchange, remove_tree, sync_filesystem
 from datahubsync.core.statefile import read_json, write_json_atomic
@@ -30,6 +31,17 @@ from datahubsync.datasets.archive import ExtractLimits, extract_safe
 from datahubsync.datasets.state import ClientState, InstalledVersion, InstallRecord
 
 log = logging.getLogger(__name__)
+
+STAGED = CrashPoint("install.staged", "the new tree is built and flushed beside local_dir")
+JOURNAL_WRITTEN = CrashPoint("install.journal_written", "the journal is written, nothing moved")
+AFTER_EXCHANGE = CrashPoint("install.after_exchange",
+                            "new tree at local_dir, old one at the staging name")
+FALLBACK_RENAMED = CrashPoint("install.fallback_renamed",
+                              "two-rename fallback: a rename done (1st: local_dir missing)")
+OVERLAY_FILE_MOVED = CrashPoint("install.overlay_file_moved", "overlay: one more file moved")
+RECORDED = CrashPoint("install.recorded", "the install record names the new version")
+STATE_SAVED = CrashPoint("install.state_saved", ".last_sync.json written, journal still there")
+ROLLBACK_EXCHANGED = CrashPoint("rollback.after_exchange", "rollback: kept tree in place")
 
 
 @dataclass(frozen=True)
@@ -98,6 +110,7 @@ def install_tree(state: ClientState, req: InstallRequest,
         except BaseException:
             remove_tree(staging)
             raise
+        STAGED.reached()
         _commit(state, req, staging)
 
 
@@ -152,6 +165,7 @@ def _commit(state: ClientState, req: InstallRequest, staging: Path) -> None:
         "keep_previous": req.keep_previous,
     }
     write_json_atomic(state.journal_path(req.name), journal)
+    JOURNAL_WRITTEN.reached()
     _apply(state, req.name, journal)
 
 
@@ -200,7 +214,9 @@ def _apply(state: ClientState, name: str, journal: dict) -> None:
         record.previous = [p for p in record.previous[:keep]
                            if p.path and Path(p.path).exists()]
         state.save_record(name, record)
+        RECORDED.reached()
     state.set_last_sync(name, version.last_updated)
+    STATE_SAVED.reached()
     state.journal_path(name).unlink(missing_ok=True)
 
 
@@ -221,10 +237,13 @@ def _swap(staging: Path, local_dir: Path, backup: Path, new_inode: int) -> bool:
         os.replace(staging, local_dir)
         return True
     if exchange(staging, local_dir):
+        AFTER_EXCHANGE.reached()
         os.replace(staging, backup)
     else:
         os.replace(local_dir, backup)
+        FALLBACK_RENAMED.reached()
         os.replace(staging, local_dir)
+        FALLBACK_RENAMED.reached()
     return True
 
 
@@ -240,6 +259,7 @@ def _overlay(staging: Path, local_dir: Path, backup: Path) -> None:
             saved.parent.mkdir(parents=True, exist_ok=True)
             os.link(dest, saved)
         os.replace(src, dest)
+        OVERLAY_FILE_MOVED.reached()
     backup.mkdir(parents=True, exist_ok=True)
 
 
@@ -270,6 +290,7 @@ def rollback(state: ClientState, name: str, local_dir: Path, mode: str) -> Insta
         os.replace(local_dir, journal["aside"])
         os.replace(kept, local_dir)
         os.replace(journal["aside"], kept)
+    ROLLBACK_EXCHANGED.reached()
     _finish_rollback(state, name, journal)
     return state.record(name)
 

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from datahubsync.core.crashpoint import CrashPoint
 from datahubsync.core.statefile import write_json_atomic
 from datahubsync.datasets.delta import DeltaRecord
 from datahubsync.datasets.packager import FileDigest
@@ -26,6 +27,13 @@ SIDECAR = ".zip.json"
 MANIFEST = ".manifest.json"
 DELTA_SIDECAR = ".delta.json"
 MANIFEST_FORMAT = 1
+MANIFEST_WRITTEN = CrashPoint("hub.manifest_written", "a new version's manifest written, "
+                              "its package still under the temp name")
+PACKAGE_RENAMED = CrashPoint("hub.package_renamed", "a new package under its final name, "
+                             "not yet published (no sidecar)")
+PACKAGE_PUBLISHED = CrashPoint("hub.package_published", "a package's sidecar written: "
+                               "published, older packages not yet pruned")
+DELTA_RENAMED = CrashPoint("hub.delta_renamed", "a delta under its final name, no sidecar yet")
 
 
 def manifest_document(record: PackageRecord, files: Sequence[FileDigest]) -> dict[str, Any]:
@@ -141,6 +149,7 @@ class PackageStore:
         """Publish a delta: the zip into place, then its sidecar."""
         final = self.cache_dir / delta.file
         os.replace(temp_zip, final)
+        DELTA_RENAMED.reached()
         write_json_atomic(final.with_name(final.name[: -len(".zip")] + ".json"),
                           delta.to_json())
 
@@ -180,8 +189,11 @@ class PackageStore:
         if files:
             write_json_atomic(self.manifest_path(record.dataset, record.version),
                               manifest_document(record, files))
+            MANIFEST_WRITTEN.reached()
         os.replace(temp_zip, final)
+        PACKAGE_RENAMED.reached()
         write_json_atomic(final.with_name(final.name[: -len(".zip")] + SIDECAR), record.to_json())
+        PACKAGE_PUBLISHED.reached()
         self.prune(record.dataset, keep)
         self.prune_deltas(record.dataset, record.version)
         return final

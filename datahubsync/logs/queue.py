@@ -19,6 +19,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from datahubsync.core.crashpoint import CrashPoint
+
+CHUNK_COMMITTED = CrashPoint("logs.chunk_committed",
+                             "a chunk's records, seen-set and offset committed")
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (
     path TEXT PRIMARY KEY, dev INTEGER, ino INTEGER, offset INTEGER NOT NULL,
@@ -136,6 +140,7 @@ class LogQueue:
         except BaseException:
             db.execute("ROLLBACK")
             raise
+        CHUNK_COMMITTED.reached()
         if self._depth is not None:
             self._depth += max(added, 0)
 

@@ -22,6 +22,7 @@ from urllib.parse import urlsplit
 
 import requests
 
+from datahubsync.core.crashpoint import CrashPoint
 from datahubsync.core.errors import ConfigError, TempFailError
 from datahubsync.core.http import (
     RetryableStatus,
@@ -33,6 +34,11 @@ from datahubsync.core.http import (
 from datahubsync.logs.queue import LogQueue
 
 log = logging.getLogger(__name__)
+
+BATCH_CLAIMED = CrashPoint("logs.batch_claimed", "a batch and its idempotency key recorded, "
+                           "not sent")
+BATCH_ACKED = CrashPoint("logs.batch_acked", "the server acknowledged a batch, still queued")
+BATCH_DELETED = CrashPoint("logs.batch_deleted", "an acknowledged batch left the queue")
 
 
 class RefusedError(ConfigError):
@@ -121,12 +127,15 @@ class Uploader:
             batch = queue.next_batch(self.cfg.batch_size)
             if batch is None:
                 return sent
+            BATCH_CLAIMED.reached()
             answer = self.post(self.payload(batch.texts), batch.key)
+            BATCH_ACKED.reached()
             received = answer.get("received_count")
             if received is not None and received != len(batch):
                 log.warning("server stored %s of %d records of batch %s", received,
                             len(batch), batch.key)
             queue.acknowledge(batch, time.strftime("%Y-%m-%d"))
+            BATCH_DELETED.reached()
             sent.batches += 1
             sent.records += len(batch)
             log.info("uploaded %d records (batch %s)", len(batch), batch.key)

@@ -33,8 +33,13 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from datahubsync.core.crashpoint import CrashPoint
 from datahubsync.core.dburl import redact
 
+TASKS_ADDED = CrashPoint("pictures.tasks_added", "new tasks and the source cursor committed")
+OUTCOMES_RECORDED = CrashPoint("pictures.outcomes_recorded",
+                               "a batch of transfer outcomes committed to the ledger")
+STEP_DONE = CrashPoint("pictures.step_done", "a task's processing or callback step committed")
 FILE_STATES = ("pending", "downloaded", "missing", "failed", "given_up")
 TASK_STATES = ("pending", "downloaded", "processed", "reported", "failed")
 
@@ -210,6 +215,7 @@ class Ledger:
                     conn.execute(files.insert(), rows)
             if cursor is not None:
                 self._set_cursor(conn, *cursor)
+        TASKS_ADDED.reached()
         return len(fresh)
 
     def _set_cursor(self, conn: sa.Connection, name: str, position: str) -> None:
@@ -291,6 +297,7 @@ class Ledger:
             ids = sorted(touched)
             for start in range(0, len(ids), 500):
                 self._settle(conn, now, ids[start:start + 500])
+        OUTCOMES_RECORDED.reached()
 
     def _settle(self, conn: sa.Connection, now: float, task_ids: Sequence[str]) -> None:
         """Pending tasks (of ``task_ids``) with no file outstanding become downloaded or failed."""
@@ -335,6 +342,7 @@ class Ledger:
             values["result"] = json.dumps(result, ensure_ascii=False)
         with self._tx() as conn:
             conn.execute(tasks.update().where(tasks.c.task_id == task_id).values(**values))
+        STEP_DONE.reached()
 
     def step_failed(self, task_id: str, error: str, retry_after: float,
                     give_up_after: float) -> None:

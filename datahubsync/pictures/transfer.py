@@ -32,10 +32,13 @@ from typing import Protocol
 from urllib.parse import quote, unquote, urlsplit
 
 from datahubsync import __version__
+from datahubsync.core.crashpoint import CrashPoint
 from datahubsync.core.http import describe_error
 from datahubsync.pictures.paths import split_client_path
 
 CHUNK = 256 * 1024
+FILE_WRITTEN = CrashPoint("pictures.file_written", "a picture renamed into the mirror, "
+                          "its outcome not yet in the ledger")
 _LEN = struct.Struct(">I")
 _SIZE = struct.Struct(">Q")
 
@@ -111,6 +114,7 @@ class _TempWriter:
         os.fsync(self.fobj.fileno())
         self.fobj.close()
         os.replace(self.tmp, self.dest)
+        FILE_WRITTEN.reached()
 
     def abort(self) -> None:
         self.fobj.close()
