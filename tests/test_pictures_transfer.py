@@ -122,3 +122,50 @@ def test_an_error_body_is_read_and_the_connection_kept(tmp_path: Path) -> None:
     assert transport.fetch("D:\\pic\\here.jpg", dest).state == "downloaded"
     assert dest.read_bytes() == b"picture" and server.connections == 1
     transport.close()
+
+
+def test_http_body_longer_than_announced_is_not_stored(
+        tmp_path: Path, liar: tuple[int, list[bytes]]) -> None:
+    port, replies = liar
+    replies.append(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n" + b"x" * 200_000)
+    dest = local_path(tmp_path, "D:\\pic\\a.jpg")
+    got = HttpTransport(f"http://127.0.0.1:{port}", "t", 5).fetch("D:\\pic\\a.jpg", dest)
+    assert got.state == "error" and "more than its Content-Length" in got.error
+    assert not dest.exists()
+
+
+@pytest.mark.parametrize("framing", ["chunked", "close-delimited", "announced"])
+def test_http_picture_over_max_picture_bytes_is_an_error(
+        tmp_path: Path, liar: tuple[int, list[bytes]], framing: str) -> None:
+    port, replies = liar
+    body = b"y" * 300_000
+    if framing == "chunked":
+        chunks = b"".join(b"%x\r\n" % 30_000 + body[i:i + 30_000] + b"\r\n"
+                          for i in range(0, len(body), 30_000))
+        replies.append(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + chunks
+                       + b"0\r\n\r\n")
+    elif framing == "close-delimited":
+        replies.append(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n" + body)
+    else:
+        replies.append(b"HTTP/1.1 200 OK\r\nContent-Length: 300000\r\n\r\n" + body)
+    dest = local_path(tmp_path, "D:\\pic\\a.jpg")
+    transport = HttpTransport(f"http://127.0.0.1:{port}", "t", 5, max_bytes=100_000)
+    got = transport.fetch("D:\\pic\\a.jpg", dest)
+    assert got.state == "error" and "pictures.max_picture_bytes" in got.error, got
+    assert not dest.exists() and not list(dest.parent.glob(".*.part"))
+
+
+def test_legacy_frame_over_max_or_longer_than_announced(
+        tmp_path: Path, liar: tuple[int, list[bytes]]) -> None:
+    port, replies = liar
+    name = b"a.jpg"
+    header = struct.pack(">I", len(name)) + name
+    replies.append(header + struct.pack(">Q", 10**12))  # a terabyte announced
+    replies.append(header + struct.pack(">Q", 1000) + b"z" * 5000)  # more than announced
+    dest = local_path(tmp_path, "D:\\pic\\a.jpg")
+    transport = LegacyTcpTransport("127.0.0.1", port, 5, max_bytes=100_000)
+    got = transport.fetch("D:\\pic\\a.jpg", dest)
+    assert got.state == "error" and "pictures.max_picture_bytes" in got.error
+    got = transport.fetch("D:\\pic\\a.jpg", dest)
+    assert got.state == "error" and "more than the 1000 bytes" in got.error
+    assert not dest.exists()

@@ -259,8 +259,9 @@ def test_sync_without_hub_url_is_config_error(tmp_path: Path) -> None:
     assert "hub.url" in result.err
 
 
-@pytest.mark.parametrize("bad", [b"not json", b'{"datasets": 3}'])
-def test_hub_answering_garbage_is_clear_error(tmp_path: Path, bad: bytes) -> None:
+@pytest.mark.parametrize(("bad", "code"), [(b"not json", 75), (b'{"datasets": 3}', 2)],
+                         ids=["broken-hub", "not-a-hub"])
+def test_hub_answering_garbage_is_clear_error(tmp_path: Path, bad: bytes, code: int) -> None:
     import threading
     from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -278,7 +279,7 @@ def test_hub_answering_garbage_is_clear_error(tmp_path: Path, bad: bytes) -> Non
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         cfg = client_config(tmp_path, f"http://127.0.0.1:{server.server_address[1]}", ["a"])
-        result = run_cli(["datasets", "sync"], config=cfg, expect=75)
+        result = run_cli(["datasets", "sync"], config=cfg, expect=code)
         assert "Traceback" not in result.err and "hub" in result.err
     finally:
         server.shutdown()

@@ -20,6 +20,7 @@ import click
 
 from datahubsync.core.errors import DatahubsyncError, ExitCode
 from datahubsync.core.logsetup import setup_logging
+from datahubsync.core.textsafe import json_printable, printable
 
 if TYPE_CHECKING:  # pydantic is imported only by commands that load the config
     from datahubsync.core.config import LoadedConfig
@@ -50,9 +51,10 @@ class AppContext:
     def emit(self, document: Any, text: Callable[[], str]) -> None:
         """Print a result: the JSON document with ``--json``, else the text."""
         if self.json:
-            click.echo(json.dumps(document, indent=2, ensure_ascii=False, default=str))
+            click.echo(json_printable(json.dumps(document, indent=2, ensure_ascii=False,
+                                                 default=str)))
         else:
-            click.echo(text())
+            click.echo(printable(text()))
 
 
 def json_option(func: F) -> F:
@@ -97,10 +99,10 @@ def run_command(func: F) -> F:
 
 def _fail(app: AppContext, message: str, code: ExitCode) -> None:
     if app.json:
-        click.echo(json.dumps({"message_type": "exit_error", "message": message,
-                               "code": int(code)}), err=True)
+        click.echo(json_printable(json.dumps({"message_type": "exit_error", "message": message,
+                                              "code": int(code)})), err=True)
     else:
-        click.echo(f"datahubsync: error: {message}", err=True)
+        click.echo(f"datahubsync: error: {printable(message, keep_lines=False)}", err=True)
     sys.exit(int(code))
 
 

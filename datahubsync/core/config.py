@@ -186,6 +186,7 @@ class PicturesConfig(_Section):
     legacy_port: int = Field(5000, ge=1, le=65535)
     workers: int = Field(8, ge=1, le=256)
     timeout: float = Field(60, gt=0)  # seconds a transfer may make no progress
+    max_picture_bytes: int = Field(64 * 1024**2, gt=0)  # a longer body is an error, not stored
     local_root: Path = Path("pictures")
     give_up_after: float = Field(7 * 86400, gt=0)  # a failing file is given up after this
     retry_initial: float = Field(60, gt=0)  # backoff of failed files: first delay, doubling

@@ -151,14 +151,49 @@ def call_with_retry(fn: Callable[[], T], policy: RetryPolicy) -> T:
     return retrying(fn)
 
 
+class NotJson(ValueError):
+    """A peer answered something other than the JSON document we asked for."""
+
+
+class BodyTooLarge(ValueError):
+    """A response body passed the size we allow for it."""
+
+
+def read_body(response: requests.Response, limit: int) -> bytes:
+    """The whole body of a streamed response, refusing it once it passes ``limit`` bytes
+    (whatever Content-Length says, or when there is none)."""
+    declared = response.headers.get("Content-Length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge(f"{response.url} announces {declared} bytes, more than the "
+                           f"{limit} allowed")
+    body = bytearray()
+    for chunk in response.iter_content(64 * 1024):
+        body += chunk
+        if len(body) > limit:
+            raise BodyTooLarge(f"{response.url} sent more than the {limit} bytes allowed")
+    return bytes(body)
+
+
 def get_json(
-    session: requests.Session, url: str, timeout: float | tuple[float, float], policy: RetryPolicy
+    session: requests.Session, url: str, timeout: float | tuple[float, float], policy: RetryPolicy,
+    max_bytes: int = 16 * 1024 * 1024,
 ) -> Any:
-    """GET ``url`` and decode JSON, with retries; non-retryable statuses raise HTTPError."""
+    """GET ``url`` and decode JSON, with retries; non-retryable statuses raise HTTPError.
+
+    The body is read up to ``max_bytes``; an HTML page (a proxy, a login portal, a
+    web server that is not ours) raises NotJson, a bad document BadJson (both
+    ValueError), each with a message that says what came back.
+    """
+    from datahubsync.core.jsonsafe import parse_json
 
     def once() -> Any:
-        response = raise_for_retryable(session.get(url, timeout=timeout))
-        response.raise_for_status()
-        return response.json()
+        response = raise_for_retryable(session.get(url, timeout=timeout, stream=True))
+        with response:
+            response.raise_for_status()
+            kind = response.headers.get("Content-Type", "").split(";")[0].strip().lower()
+            body = read_body(response, max_bytes)
+        if kind in ("text/html", "application/xhtml+xml") or body.lstrip()[:1] == b"<":
+            raise NotJson(f"{url} answered {kind or 'markup'}, not JSON")
+        return parse_json(body, f"the answer of {url}")
 
     return call_with_retry(once, policy)

@@ -13,16 +13,20 @@ import re
 import sys
 from pathlib import Path
 
+from datahubsync.core.textsafe import printable
+
 _URL_CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s:]+:[^/@\s]+@")
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 
 
 class RedactFilter(logging.Filter):
-    """Masks ``user:password@`` in URLs so secrets never reach a log."""
+    """Masks ``user:password@`` in URLs so secrets never reach a log, and shows control
+    characters (CR, LF, escape sequences from a peer) as ``\\xNN`` so a record is one line
+    that cannot drive a terminal."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        redacted = _URL_CREDENTIALS.sub(r"\g<scheme>***@", message)
+        redacted = printable(_URL_CREDENTIALS.sub(r"\g<scheme>***@", message), keep_lines=False)
         if redacted != message:
             record.msg, record.args = redacted, ()
         return True

@@ -33,6 +33,9 @@ MEMBER_EXTRACTED = CrashPoint("archive.member_extracted", "one more member extra
 # Tiny members compress absurdly well (a file of 4 KiB of zeros) without any
 # danger, so the ratio is only meaningful for members above this size.
 RATIO_MIN_BYTES = 1024 * 1024
+MAX_DEPTH = 128  # directories in a member's path: real data has two or three
+MAX_NAME_BYTES = 255  # one path component, as on ext4/xfs
+MAX_PATH_BYTES = 4096  # PATH_MAX
 _SUPPORTED_METHODS = {zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED, zipfile.ZIP_BZIP2, zipfile.ZIP_LZMA}
 _DRIVE = re.compile(r"^[A-Za-z]:")
 _UTF8_FLAG = 0x800
@@ -48,6 +51,12 @@ class ExtractLimits:
     max_ratio: float = 200.0  # per member, only above RATIO_MIN_BYTES
     max_members: int = 1_000_000
     max_member_bytes: int = 16 * 1024**3
+    # What the hub announced for this package (None: not checked). The catalog of
+    # our hub describes the package exactly; the existing hub's describes its folder
+    # at request time, so only ours sets these.
+    expect_files: int | None = None
+    expect_bytes: int | None = None
+    refuse_empty: bool = False  # an empty archive must not replace a dataset holding files
 
 
 @dataclass(frozen=True)
@@ -85,7 +94,14 @@ def _normalise(info: zipfile.ZipInfo) -> tuple[str, bool]:
         raise _unsafe(info, "'..' path component")
     if not parts:
         raise _unsafe(info, "empty name")
-    return "/".join(parts), name.endswith("/")
+    if len(parts) > MAX_DEPTH:
+        raise _unsafe(info, f"{len(parts)} path components, limit {MAX_DEPTH}")
+    path = "/".join(parts)
+    if len(path.encode("utf-8", "surrogateescape")) > MAX_PATH_BYTES or any(
+            len(p.encode("utf-8", "surrogateescape")) > MAX_NAME_BYTES for p in parts):
+        raise _unsafe(info, f"name longer than {MAX_NAME_BYTES} bytes a component or "
+                            f"{MAX_PATH_BYTES} in all")
+    return path, name.endswith("/")
 
 
 def _check_type(info: zipfile.ZipInfo, is_dir: bool) -> None:
@@ -112,7 +128,7 @@ def _check(
     files: list[tuple[zipfile.ZipInfo, str]] = []
     dirs: list[tuple[zipfile.ZipInfo, str]] = []
     seen: set[str] = set()
-    total = 0
+    total = compressed = 0
     for info in infos:
         path, is_dir = _normalise(info)
         _check_type(info, is_dir)
@@ -133,6 +149,7 @@ def _check(
             if ratio > limits.max_ratio:
                 raise _unsafe(info, f"compression ratio {ratio:.0f}, limit {limits.max_ratio:g}")
         total += info.file_size
+        compressed += info.compress_size
         if total > limits.max_total_bytes:
             raise _unsafe(info, f"total size exceeds {limits.max_total_bytes} bytes")
         files.append((info, path))
@@ -144,8 +161,26 @@ def _check(
             if parent in file_paths:
                 raise _unsafe(info, f"parent {parent!r} is also a file")
             parent = parent.rpartition("/")[0]
+    _check_totals(limits, len(files), total, compressed)
     CHECKED.reached()
     return files, dirs
+
+
+def _check_totals(limits: ExtractLimits, count: int, total: int, compressed: int) -> None:
+    """The archive as a whole: its ratio, and what the hub said it holds."""
+    if total > RATIO_MIN_BYTES and total / max(compressed, 1) > limits.max_ratio:
+        raise UnsafeArchiveError(f"archive expands {total / max(compressed, 1):.0f} times as a "
+                                 f"whole ({total} bytes from {compressed}), limit "
+                                 f"{limits.max_ratio:g}")
+    if limits.expect_files is not None and count != limits.expect_files:
+        raise UnsafeArchiveError(f"archive holds {count} files, the hub announced "
+                                 f"{limits.expect_files}")
+    if limits.expect_bytes is not None and total != limits.expect_bytes:
+        raise UnsafeArchiveError(f"archive holds {total} bytes of files, the hub announced "
+                                 f"{limits.expect_bytes}")
+    if limits.refuse_empty and count == 0:
+        raise UnsafeArchiveError("archive holds no file; it would empty a dataset that has "
+                                 "files")
 
 
 def check_archive(

@@ -24,11 +24,12 @@ from datahubsync.core.errors import (
     UsageError,
 )
 from datahubsync.core.fsutil import free_bytes
-from datahubsync.core.http import RetryPolicy, describe_error, get_json, make_session
+from datahubsync.core.http import NotJson, RetryPolicy, describe_error, get_json, make_session
 from datahubsync.core.locking import hold_lock
 from datahubsync.core.progress import NullProgress, Progress
 from datahubsync.core.timeutil import parse_hub_time, zone
 from datahubsync.datasets.archive import ExtractLimits
+from datahubsync.datasets.catalog import entry_problem
 from datahubsync.datasets.download import PackageChanged, RemotePackage, discard_part, download
 from datahubsync.datasets.install import InstallRequest, install, recover
 from datahubsync.datasets.state import ClientState, InstalledVersion
@@ -70,6 +71,7 @@ class SyncOptions:
     progress: Progress = field(default_factory=NullProgress)
     sleep: Callable[[float], None] = time.sleep
     clock: Callable[[], float] = time.monotonic
+    now: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC)
 
 
 def hub_catalog(loaded: LoadedConfig, session: requests.Session,
@@ -85,12 +87,16 @@ def hub_catalog(loaded: LoadedConfig, session: requests.Session,
         raise TempFailError(f"hub {url} answered {exc.response.status_code}") from None
     except (requests.RequestException, ConnectionError, TimeoutError) as exc:
         raise TempFailError(f"hub {url} unreachable: {describe_error(exc)}") from None
-    except ValueError:
-        raise TempFailError(f"hub {url} did not answer JSON") from None
+    except NotJson as exc:
+        raise ConfigError(f"hub.url: {hub.url} is not a datahubsync hub: {exc}") from None
+    except ValueError as exc:  # BadJson, BodyTooLarge: the hub is there but broken
+        raise TempFailError(f"hub {url} sent an unusable catalog: {exc}") from None
     items = document.get("datasets") if isinstance(document, dict) else None
     if not isinstance(items, list):
-        raise TempFailError(f"hub {url}: answer has no 'datasets' list")
-    return {str(d["name"]): d for d in items if isinstance(d, dict) and "name" in d}
+        raise ConfigError(f"hub.url: {hub.url} is not a datahubsync hub: its /api/datasets "
+                          "has no 'datasets' list")
+    return {d["name"]: d for d in items
+            if isinstance(d, dict) and isinstance(d.get("name"), str)}
 
 
 def select(loaded: LoadedConfig, names: Sequence[str]) -> list[DatasetConfig]:
@@ -148,6 +154,10 @@ def _sync_one(loaded: LoadedConfig, state: ClientState, session: requests.Sessio
             entry = catalog.get(ds.name)
             if entry is None:
                 raise DatahubsyncError(f"{ds.name}: the hub does not offer this dataset")
+            problem = entry_problem(entry, tz, opts.now())
+            if problem:
+                raise DatahubsyncError(f"{ds.name}: the hub's catalog entry is unusable: "
+                                       f"{problem}")
             result.remote_last_updated = entry.get("last_updated")
             result.package_size = entry.get("package_size")
             if not entry.get("package_ready", True):
@@ -180,6 +190,11 @@ def _sync_one(loaded: LoadedConfig, state: ClientState, session: requests.Sessio
         result.status, result.message = "failed", f"{ds.name}: network: {describe_error(exc)}"
     except OSError as exc:
         result.status, result.message = "failed", f"{ds.name}: {exc}"
+    except Exception as exc:  # noqa: BLE001 - one dataset's surprise never stops the others
+        log.debug("%s: unexpected error", ds.name, exc_info=True)
+        result.status = "failed"
+        result.message = (f"{ds.name}: internal error: {type(exc).__name__}: {exc} (run with "
+                          "--log-level debug for details)")
     result.seconds = round(opts.clock() - started, 3)
     if result.failed:
         log.error("%s", result.message)
@@ -259,7 +274,8 @@ def _install_full(loaded: LoadedConfig, state: ClientState, session: requests.Se
     _check_space(part, ds, size, entry.get("total_size"))
     done = download(session, remote, part, connect_timeout=hub.connect_timeout,
                     read_timeout=hub.timeout, policy=policy, progress=opts.progress,
-                    deadline=deadline, clock=opts.clock)
+                    deadline=deadline, clock=opts.clock,
+                    max_bytes=loaded.config.sync.max_total_bytes)
     result.bytes_downloaded, result.resumed_from = done.transferred, done.resumed_from
     sync_cfg = loaded.config.sync
     version = InstalledVersion(
@@ -270,16 +286,36 @@ def _install_full(loaded: LoadedConfig, state: ClientState, session: requests.Se
         name=ds.name, package=done.path, local_dir=ds.local_dir, mode=ds.mode,
         keep_previous=ds.keep_previous, version=version,
         limits=ExtractLimits(max_total_bytes=sync_cfg.max_total_bytes,
-                             max_ratio=sync_cfg.max_ratio),
+                             max_ratio=sync_cfg.max_ratio, **_announced(entry),
+                             refuse_empty=_holds_files(ds.local_dir)),
         fsync=sync_cfg.fsync,
     )
     try:
         install(state, request)
-    except DatahubsyncError:
+    except OSError:
+        raise  # a full disk, a permission: the verified download is kept for the next run
+    except Exception:
         discard_part(part)  # a bad archive will not get better by keeping it
         raise
     discard_part(part)
     result.status, result.method = "installed", "full"
+
+
+def _announced(entry: dict[str, Any]) -> dict[str, int]:
+    """The totals an archive must match: only our hub's catalog describes the package
+    itself (it carries the package's sha256); the existing hub's counts its folder."""
+    if not entry.get("sha256"):
+        return {}
+    return {"expect_files": entry["file_count"], "expect_bytes": entry["total_size"]} \
+        if isinstance(entry.get("file_count"), int) and isinstance(entry.get("total_size"), int) \
+        else {}
+
+
+def _holds_files(local_dir: Any) -> bool:
+    try:
+        return any(p.is_file() for p in local_dir.rglob("*"))
+    except OSError:
+        return False
 
 
 def _check_space(part: Any, ds: DatasetConfig, package_size: int | None,

@@ -41,7 +41,7 @@ def install_delta(loaded: LoadedConfig, state: ClientState, session: requests.Se
     """Install the hub's current version of ``ds`` from ``delta``; fills ``result``."""
     hub = loaded.config.hub
     manifest = get_json(session, f"{hub.url}/{entry['manifest']}",
-                        (hub.connect_timeout, hub.timeout), policy)
+                        (hub.connect_timeout, hub.timeout), policy, max_bytes=256 << 20)
     if not isinstance(manifest, dict) or manifest.get("version") != entry.get("version") \
             or not isinstance(manifest.get("files"), list):
         raise IntegrityError(f"{ds.name}: the manifest is not of version {entry.get('version')}")
@@ -51,7 +51,8 @@ def install_delta(loaded: LoadedConfig, state: ClientState, session: requests.Se
     part = delta_part_path(state, ds.name)
     done = download(session, remote, part, connect_timeout=hub.connect_timeout,
                     read_timeout=hub.timeout, policy=policy, progress=progress,
-                    deadline=deadline, clock=clock)
+                    deadline=deadline, clock=clock,
+                    max_bytes=loaded.config.sync.max_total_bytes)
     result.bytes_downloaded, result.resumed_from = done.transferred, done.resumed_from
     sync_cfg = loaded.config.sync
     limits = ExtractLimits(max_total_bytes=sync_cfg.max_total_bytes, max_ratio=sync_cfg.max_ratio)

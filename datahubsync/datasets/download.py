@@ -66,6 +66,10 @@ class PackageChanged(NetworkError):
     """The hub replaced the package while we were downloading it."""
 
 
+class TooLong(IntegrityError):
+    """The hub sent more bytes than it announced (or than we allow)."""
+
+
 class DeadlineExceeded(TempFailError):
     """``--max-time`` ran out."""
 
@@ -137,8 +141,14 @@ def download(
     progress: Progress | None = None,
     deadline: float | None = None,
     clock: Callable[[], float] = time.monotonic,
+    max_bytes: int | None = None,
 ) -> DownloadResult:
-    """Download ``remote`` to ``part_path``, resuming a previous partial download."""
+    """Download ``remote`` to ``part_path``, resuming a previous partial download.
+
+    The download stops as soon as it passes ``remote.size`` (what the hub
+    announced) or, when the hub announced nothing, ``max_bytes``; whatever
+    Content-Length says, or when there is none.
+    """
     progress = progress or NullProgress()
     part = part_for(part_path)
     offset = part.load_offset(remote)
@@ -154,12 +164,17 @@ def download(
     progress.start(remote.name, remote.size)
     progress.advance(offset)
 
+    limit = remote.size if remote.size is not None else max_bytes
+
     def attempt() -> None:
         _fetch(session, remote, part, state, connect_timeout, read_timeout, progress, deadline,
-               clock)
+               clock, limit)
 
     try:
         call_with_retry(attempt, policy)
+    except TooLong:
+        part.discard()
+        raise
     finally:
         progress.finish()
     size = part.path.stat().st_size
@@ -185,7 +200,8 @@ def _restart(part: _Part, remote: RemotePackage, state: dict[str, Any], why: str
 
 def _fetch(session: requests.Session, remote: RemotePackage, part: _Part,
            state: dict[str, Any], connect_timeout: float, read_timeout: float,
-           progress: Progress, deadline: float | None, clock: Callable[[], float]) -> None:
+           progress: Progress, deadline: float | None, clock: Callable[[], float],
+           limit: int | None) -> None:
     offset: int = state["offset"]
     if remote.size is not None and offset == remote.size and offset > 0:
         return  # complete already; verified by the caller
@@ -231,6 +247,9 @@ def _fetch(session: requests.Session, remote: RemotePackage, part: _Part,
         with open(part.path, mode) as fh:
             try:
                 for chunk in _arrived(response):
+                    if limit is not None and state["offset"] + len(chunk) > limit:
+                        raise TooLong(f"{remote.name}: the hub sent more than the {limit} "
+                                      "bytes it announced; download stopped")
                     fh.write(chunk)
                     state["digest"].update(chunk)
                     state["offset"] += len(chunk)

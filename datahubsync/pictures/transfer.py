@@ -21,6 +21,7 @@ from __future__ import annotations
 import errno
 import http.client
 import os
+import select
 import socket
 import struct
 import threading
@@ -37,6 +38,7 @@ from datahubsync.core.http import describe_error
 from datahubsync.pictures.paths import split_client_path
 
 CHUNK = 256 * 1024
+DEFAULT_MAX_BYTES = 64 * 1024 * 1024
 FILE_WRITTEN = CrashPoint("pictures.file_written", "a picture renamed into the mirror, "
                           "its outcome not yet in the ledger")
 _LEN = struct.Struct(">I")
@@ -164,7 +166,8 @@ class HttpTransport:
     """
 
     def __init__(self, server_url: str | None, token: str | None, timeout: float,
-                 connections: int = 8) -> None:
+                 connections: int = 8, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
+        self.max_bytes = max_bytes
         self.server_url = server_url
         self.token = token
         self.timeout = timeout
@@ -255,14 +258,25 @@ class HttpTransport:
                                    "server refused pictures.token (missing or wrong)")
                 return Fetched("error", error=f"HTTP {response.status} {response.reason}")
             expected = response.getheader("Content-Length")
+            if expected is not None and (not expected.isdigit()
+                                         or int(expected) > self.max_bytes):
+                conn.close()
+                return Fetched("error", error=f"the server announces {expected[:30]} bytes, "
+                               f"more than pictures.max_picture_bytes ({self.max_bytes})")
             writer = _TempWriter(dest)
             try:
                 buffer = bytearray(CHUNK)
                 view = memoryview(buffer)
                 while read := response.readinto(buffer):
                     writer.write(view[:read])
+                    if writer.size > self.max_bytes:
+                        raise TooLong(f"more than pictures.max_picture_bytes "
+                                      f"({self.max_bytes}) sent; not stored")
                 if expected is not None and int(expected) != writer.size:
                     raise ConnectionError(f"truncated: {writer.size} of {expected} bytes")
+                if _more_waiting(conn.sock):
+                    raise TooLong(f"the server sent more than its Content-Length ({expected}); "
+                                  "not stored")
                 writer.commit()
             except BaseException:
                 writer.abort()
@@ -271,7 +285,8 @@ class HttpTransport:
             return Fetched("downloaded", writer.size)
         except UnsafePath:
             raise
-        except (http.client.HTTPException, ConnectionError, TimeoutError, ValueError) as exc:
+        except (http.client.HTTPException, ConnectionError, TimeoutError, ValueError,
+                TooLong) as exc:
             if conn is not None:
                 conn.close()
             return Fetched("error", error=describe_error(exc))
@@ -289,6 +304,23 @@ class HttpTransport:
             self._all.clear()
 
 
+class TooLong(Exception):
+    """A picture's body is longer than announced or than allowed."""
+
+
+def _more_waiting(sock: socket.socket | None) -> bool:
+    """Bytes already arrived past the end of a response (or of a legacy frame)?"""
+    if sock is None:
+        return False
+    try:
+        # a socket with a timeout waits for data inside recv(), whatever the flags: ask
+        # select first, which never waits here
+        readable, _, _ = select.select([sock], [], [], 0)
+        return bool(readable) and bool(sock.recv(1, socket.MSG_PEEK))
+    except (OSError, ValueError):
+        return False
+
+
 def _recv_exactly(sock: socket.socket, count: int) -> bytes:
     buf = bytearray()
     while len(buf) < count:
@@ -302,9 +334,11 @@ def _recv_exactly(sock: socket.socket, count: int) -> bytes:
 class LegacyTcpTransport:
     """The seed's protocol (DESIGN.md): one request per connection, to the old ``server.py``."""
 
-    def __init__(self, host: str, port: int, timeout: float) -> None:
+    def __init__(self, host: str, port: int, timeout: float,
+                 max_bytes: int = DEFAULT_MAX_BYTES) -> None:
         self.address = (host, port)
         self.timeout = timeout
+        self.max_bytes = max_bytes
 
     def fetch(self, remote: str, dest: Path) -> Fetched:
         if is_url(remote):
@@ -320,6 +354,9 @@ class LegacyTcpTransport:
                 if name_len == 0 and size == 0:
                     return Fetched("not_found", error="error frame from server "
                                                       "(missing or unreadable there)")
+                if size > self.max_bytes:
+                    return Fetched("error", error=f"the server announces {size} bytes, more "
+                                   f"than pictures.max_picture_bytes ({self.max_bytes})")
                 if _existing_size(dest) == size:
                     return Fetched("downloaded", size, skipped=True)
                 writer = _TempWriter(dest)
@@ -331,11 +368,16 @@ class LegacyTcpTransport:
                             raise ConnectionError(f"truncated: {size - remaining} of {size} bytes")
                         writer.write(block)
                         remaining -= len(block)
+                    if _more_waiting(sock):
+                        raise TooLong(f"the server sent more than the {size} bytes it "
+                                      "announced; not stored")
                     writer.commit()
                 except BaseException:
                     writer.abort()
                     raise
                 return Fetched("downloaded", size)
+        except TooLong as exc:
+            return Fetched("error", error=str(exc))
         except (OSError, struct.error) as exc:
             if isinstance(exc, OSError) and exc.filename:
                 return Fetched("error", error=f"local: {exc.strerror}: {exc.filename}")

@@ -95,11 +95,12 @@ def make_transport(cfg: Any) -> Transport:
             host = urlsplit(cfg.server_url).hostname
         if not host:
             raise ConfigError("pictures.legacy_host: required with transport: legacy-tcp")
-        return LegacyTcpTransport(host, cfg.legacy_port, cfg.timeout)
+        return LegacyTcpTransport(host, cfg.legacy_port, cfg.timeout, cfg.max_picture_bytes)
     if not cfg.server_url and cfg.source == "sql":
         raise ConfigError("pictures.server_url: required with transport: http "
                           "(e.g. http://picture-server:8080)")
-    return HttpTransport(cfg.server_url, cfg.token, cfg.timeout, cfg.workers)
+    return HttpTransport(cfg.server_url, cfg.token, cfg.timeout, cfg.workers,
+                         max_bytes=cfg.max_picture_bytes)
 
 
 def make_source(cfg: Any) -> SqlSource | None:
