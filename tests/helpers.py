@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -171,3 +172,53 @@ def client_config(tmp: Path, hub_url: str, names: Sequence[str], **extra: Any) -
         else:
             data[key] = value
     return write_yaml(tmp / "client.yaml", data)
+
+
+def call_json(url: str, method: str = "GET", body: Any = None, *,
+              headers: dict[str, str] | None = None, raw: bytes | None = None,
+              token: str | None = None, timeout: float = 30) -> tuple[int, Any]:
+    """One HTTP request with a JSON (or ``raw``) body; returns (status, decoded JSON or None).
+
+    Error statuses are returned, not raised, so a test asserts on them like on a 200.
+    """
+    data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+    request = urllib.request.Request(url, data=data, method=method)
+    request.add_header("Content-Type", "application/json")
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
+    for name, value in (headers or {}).items():
+        request.add_header(name, value)
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            status, payload = response.status, response.read()
+    except urllib.error.HTTPError as exc:
+        status, payload = exc.code, exc.read()
+    try:
+        return status, json.loads(payload) if payload else None
+    except ValueError:
+        return status, payload.decode("utf-8", "replace")
+
+
+def raw_http(port: int, request: bytes, timeout: float = 30) -> bytes:
+    """Send ``request`` bytes on a fresh connection; everything the server answers."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
+        sock.sendall(request)
+        chunks = []
+        while chunk := sock.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def wait_until(predicate: Any, what: str, timeout: float = 60, interval: float = 0.05) -> Any:
+    """Poll ``predicate`` until it returns something true (and return that); fail after
+    ``timeout`` seconds. The bound is for a hung test, not a measure of speed."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(interval)

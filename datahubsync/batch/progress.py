@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime as dt
 import os
+import re
 import socket
 import threading
 from collections.abc import Callable, Iterator
@@ -27,6 +28,17 @@ MAX_ERRORS = 10
 ETA_WINDOW = 5  # days in the moving average behind estimated_completion
 
 Clock = Callable[[], dt.datetime]
+
+
+_TASK_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,199}")
+
+
+def checked_task_id(task_id: str) -> str:
+    """A task id as ``create`` makes them (dates, a timestamp, the job name); anything else
+    (a NUL, a slash, 5 000 characters from a URL) is refused before it names a file."""
+    if not _TASK_ID.fullmatch(task_id):
+        raise UsageError(f"not a task id: {task_id[:60]!r}")
+    return task_id
 
 
 def local_now() -> dt.datetime:
@@ -95,12 +107,10 @@ class ProgressStore:
         self.directory = Path(directory)
 
     def path(self, task_id: str) -> Path:
-        if not task_id or "/" in task_id or task_id.startswith("."):
-            raise UsageError(f"not a task id: {task_id!r}")
-        return self.directory / f"{task_id}.json"
+        return self.directory / f"{checked_task_id(task_id)}.json"
 
     def cancel_path(self, task_id: str) -> Path:
-        return self.directory / f"{task_id}.cancel"
+        return self.directory / f"{checked_task_id(task_id)}.cancel"
 
     def exists(self, task_id: str) -> bool:
         return self.path(task_id).is_file()

@@ -29,6 +29,7 @@ from datahubsync.core.auth import presented_token, token_matches
 from datahubsync.core.config import LoadedConfig
 from datahubsync.core.errors import ConfigError, ExitCode, UsageError
 from datahubsync.core.selfexec import self_argv
+from datahubsync.core.webbody import BodyError, read_json
 
 log = logging.getLogger(__name__)
 PREFIX = "/api/v1/sync-status/sync/batch"
@@ -61,15 +62,10 @@ class BatchApi:
     # -- routes ---------------------------------------------------------------
     async def start(self, request: web.Request) -> web.Response:
         self._authorised(request)
-        if request.content_length is not None and request.content_length > MAX_BODY:
-            return self._error(413, f"body larger than {MAX_BODY} bytes")
-        raw = await request.content.read(MAX_BODY + 1)
-        if len(raw) > MAX_BODY:
-            return self._error(413, f"body larger than {MAX_BODY} bytes")
         try:
-            body = json.loads(raw or b"{}")
-        except ValueError:
-            return self._error(400, "body: not valid JSON", field="body")
+            body = await read_json(request, MAX_BODY, self.loaded.config.serve.body_timeout)
+        except BodyError as exc:
+            return self._error(exc.status, str(exc), field="body")
         if not isinstance(body, dict):
             return self._error(400, "body: expected a JSON object", field="body")
         try:

@@ -22,6 +22,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from datahubsync.core.db import check_store_url
 from datahubsync.core.errors import ConfigError
 
 ENV_PREFIX = "DATAHUBSYNC_"
@@ -80,6 +81,11 @@ class LogsIngestConfig(_Section):
     max_body_bytes: int = Field(4 * 1024 * 1024, gt=0)
     max_records: int = Field(10_000, gt=0)
     store_url: str | None = None  # postgresql://...; None = SQLite in {state_dir}/logs
+
+    @field_validator("store_url")
+    @classmethod
+    def _store_url(cls, value: str | None) -> str | None:
+        return check_store_url(value, ("postgresql", "postgres"))
 
     @field_validator("allowed_networks")
     @classmethod
@@ -179,6 +185,11 @@ class PicturesConfig(_Section):
     poll_interval: float = Field(300, gt=0)
     legacy_progress_file: Path | None = None  # the old client's sync_progress.json
     ledger_url: str | None = None  # postgresql://...; None = SQLite in {state_dir}/pictures
+
+    @field_validator("ledger_url")
+    @classmethod
+    def _ledger_url(cls, value: str | None) -> str | None:
+        return check_store_url(value)
     transport: Literal["http", "legacy-tcp"] = "http"
     server_url: str | None = None  # http://host:8080 (serve with picture_roots)
     token: str | None = None  # secret: set DATAHUBSYNC_PICTURES__TOKEN
@@ -268,6 +279,10 @@ class ServeConfig(_Section):
     timezone: str | None = None
     shutdown_timeout: float = Field(30, gt=0)
     max_request_bytes: int = Field(1024 * 1024, gt=0)
+    header_timeout: float = Field(10, gt=0)  # a request's headers, from its first byte
+    body_timeout: float = Field(30, gt=0)  # a request's body, once its headers are in
+    keepalive_timeout: float = Field(15, gt=0)  # a connection with no request under way
+    max_connections: int = Field(1024, ge=1)  # per worker process; beyond: 503 and closed
     catalog_poll: float = Field(1.0, gt=0)
     api_tokens: list[str] = Field(default_factory=list)  # bearer tokens for the batch API
     logs_ingest: LogsIngestConfig = Field(default_factory=LogsIngestConfig)

@@ -12,25 +12,24 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import logging
-import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from aiohttp import hdrs, web
+from aiohttp import web
 
+from datahubsync.core.httprange import normalise
 from datahubsync.datasets.hub import Builder
 from datahubsync.datasets.routes_doc import datasets_document
 from datahubsync.datasets.store import PackageStore, Published, file_etag
 
 log = logging.getLogger(__name__)
-_HTTP_DATE = re.compile(r"^[A-Za-z]{3},")
 
 
 class PackageFileResponse(web.FileResponse):
-    """FileResponse that also honours an ETag in If-Range.
+    """FileResponse with Range and If-Range as RFC 9110 says (``core.httprange``).
 
-    aiohttp only understands the date form of If-Range and would serve a
-    range of a *different* file to a client resuming with a stale ETag.
+    aiohttp alone knows only the date form of If-Range and would serve a range
+    of a *different* file to a client resuming with a stale ETag.
     """
 
     def __init__(self, path: Any, etag: str) -> None:
@@ -38,14 +37,7 @@ class PackageFileResponse(web.FileResponse):
         self._package_etag = etag
 
     async def prepare(self, request: web.BaseRequest) -> Any:
-        if_range = request.headers.get(hdrs.IF_RANGE)
-        if if_range and not _HTTP_DATE.match(if_range.strip()):
-            if if_range.strip() != f'"{self._package_etag}"':
-                stripped = request.headers.copy()
-                stripped.popall(hdrs.RANGE, None)
-                stripped.popall(hdrs.IF_RANGE, None)
-                request = request.clone(headers=stripped)
-        return await super().prepare(request)
+        return await super().prepare(normalise(request, self._package_etag))
 
 
 @dataclass

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import ipaddress
-import json
 import logging
 import re
 import time
@@ -23,7 +22,7 @@ from aiohttp import web
 from datahubsync.core.auth import token_matches
 from datahubsync.core.config import LoadedConfig
 from datahubsync.core.metrics import Metrics
-from datahubsync.core.webbody import read_limited
+from datahubsync.core.webbody import BodyError, read_json
 from datahubsync.logs.ingest_store import IngestStore, open_store
 
 log = logging.getLogger(__name__)
@@ -107,6 +106,7 @@ class IngestApi:
 
     def __init__(self, loaded: LoadedConfig, metrics: Metrics) -> None:
         self.cfg = loaded.config.serve.logs_ingest
+        self.body_timeout = loaded.config.serve.body_timeout
         self.state_dir = loaded.state_dir
         self.metrics = metrics
         self.networks = [ipaddress.ip_network(n, strict=False)
@@ -138,14 +138,12 @@ class IngestApi:
         peer = request.remote or ""
         if not self._allowed(peer):
             return self._reject(403, "source", f"source {peer} is not allowed")
-        limit = self.cfg.max_body_bytes
-        raw = await read_limited(request, limit)
-        if raw is None:
-            return self._reject(413, "size", f"body larger than {limit} bytes")
         try:
-            rows = validate(json.loads(raw), self.cfg.max_records, peer)
-        except json.JSONDecodeError:
-            return self._reject(400, "invalid", "body: not valid JSON", field="body")
+            body = await read_json(request, self.cfg.max_body_bytes, self.body_timeout)
+            rows = validate(body, self.cfg.max_records, peer)
+        except BodyError as exc:
+            reason = {413: "size", 408: "timeout"}.get(exc.status, "invalid")
+            return self._reject(exc.status, reason, str(exc), field="body")
         except Invalid as exc:
             message = str(exc)
             return self._reject(400, "invalid", message, field=message.split(":", 1)[0])

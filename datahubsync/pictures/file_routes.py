@@ -34,6 +34,7 @@ from aiohttp.web_fileresponse import _FileResponseResult
 
 from datahubsync.core.auth import presented_token, token_matches
 from datahubsync.core.config import LoadedConfig
+from datahubsync.core.httprange import normalise
 from datahubsync.core.lastsend import LastSend, last_send_path
 from datahubsync.core.metrics import Metrics
 from datahubsync.pictures.paths import Mapped, Root, make_roots, map_path, resolve_beneath
@@ -100,6 +101,12 @@ class PictureFileResponse(web.FileResponse):
         except PermissionError:
             raise FileNotFoundError("not served") from None
 
+    def _etag_of_request(self) -> str | None:
+        found = None
+        if self._mapped is not None:
+            found = resolve_beneath(self._mapped.root.path, self._mapped.parts)
+        return None if found is None else f"{found[1].st_mtime_ns:x}-{found[1].st_size:x}"
+
     async def _prepare_inline(self, request: web.BaseRequest) -> Any:
         """FileResponse.prepare without its two executor hops (walk+stat+open, close)."""
         try:
@@ -119,6 +126,8 @@ class PictureFileResponse(web.FileResponse):
             fobj.close()
 
     async def prepare(self, request: web.BaseRequest) -> Any:
+        if hdrs.RANGE in request.headers:  # the ETag aiohttp sends: mtime_ns-size in hex
+            request = normalise(request, self._etag_of_request())
         try:
             writer = await (self._prepare_inline(request) if self.INLINE_OPEN
                             else super().prepare(request))

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import json
 from typing import Any
 
 from aiohttp import web
@@ -26,7 +25,7 @@ from aiohttp import web
 from datahubsync.core.auth import presented_token, token_matches
 from datahubsync.core.config import LoadedConfig
 from datahubsync.core.metrics import Metrics
-from datahubsync.core.webbody import read_limited
+from datahubsync.core.webbody import BodyError, read_json
 from datahubsync.pictures.ledger import Ledger, NewTask, ledger_url
 from datahubsync.pictures.paths import split_client_path
 from datahubsync.pictures.transfer import is_url
@@ -86,6 +85,7 @@ class PushApi:
         self.loaded = loaded
         self.tokens = tuple(loaded.config.serve.api_tokens)
         self.limit = loaded.config.pictures.max_push_bytes
+        self.body_timeout = loaded.config.serve.body_timeout
         self.metrics = metrics
         self._ledger: Ledger | None = None
 
@@ -102,13 +102,11 @@ class PushApi:
     async def receive(self, request: web.Request) -> web.Response:
         if not token_matches(presented_token(request.headers), self.tokens):
             return self._refuse(401, "auth", "invalid or missing token")
-        raw = await read_limited(request, self.limit)
-        if raw is None:
-            return self._refuse(413, "size", f"body larger than {self.limit} bytes")
         try:
-            task = validate(json.loads(raw))
-        except json.JSONDecodeError:
-            return self._refuse(400, "invalid", "body: not valid JSON", field="body")
+            task = validate(await read_json(request, self.limit, self.body_timeout))
+        except BodyError as exc:
+            reason = {413: "size", 408: "timeout"}.get(exc.status, "invalid")
+            return self._refuse(exc.status, reason, str(exc), field="body")
         except Invalid as exc:
             return self._refuse(400, "invalid", str(exc), field=str(exc).split(":", 1)[0])
         added = await asyncio.to_thread(self.ledger().add_tasks, [task])
@@ -120,6 +118,8 @@ class PushApi:
         if not token_matches(presented_token(request.headers), self.tokens):
             return self._refuse(401, "auth", "invalid or missing token")
         task_id = request.match_info["task_id"]
+        if not 0 < len(task_id) <= MAX_ID or "\0" in task_id:
+            return web.json_response({"error": "no such task"}, status=404)
         ledger = self.ledger()
         info = await asyncio.to_thread(ledger.task_info, task_id)
         if info is None:

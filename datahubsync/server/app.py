@@ -16,6 +16,7 @@ from aiohttp import web
 
 from datahubsync.batch import routes as batch_routes
 from datahubsync.core.config import LoadedConfig
+from datahubsync.core.db import unavailable
 from datahubsync.core.metrics import Metrics
 from datahubsync.core.statefile import write_json_atomic
 from datahubsync.core.timeutil import zone
@@ -55,6 +56,27 @@ async def count_requests(request: web.Request, handler: Handler) -> web.StreamRe
         metrics.inc("datahubsync_http_request_seconds_total", time.monotonic() - started,
                     route=route)
     return response
+
+
+@web.middleware
+async def store_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """A store (SQLite, PostgreSQL) that is down or locked: 503 and Retry-After, not 500."""
+    try:
+        return await handler(request)
+    except web.HTTPException:
+        raise
+    except Exception as exc:
+        if not unavailable(exc):
+            raise
+        log.warning("%s %s: store unavailable: %s", request.method, request.path,
+                    str(exc).splitlines()[0][:300] if str(exc) else type(exc).__name__)
+        return web.json_response({"status": "error", "error": "store unavailable; retry later",
+                                  "message": "store unavailable; retry later"}, status=503,
+                                 headers={"Retry-After": "30"})
+
+
+async def _plain_server_header(request: web.Request, response: web.StreamResponse) -> None:
+    response.headers["Server"] = "datahubsync"  # no versions for a scanner to match
 
 
 async def _count_bytes(request: web.Request, response: web.StreamResponse) -> None:
@@ -136,10 +158,12 @@ def create_app(loaded: LoadedConfig, *, build: bool = True,
     """Build the application; ``build=False`` serves existing packages only."""
     cfg = loaded.config.serve
     tz = zone(cfg.timezone)
-    app = web.Application(middlewares=[count_requests], client_max_size=cfg.max_request_bytes)
+    app = web.Application(middlewares=[count_requests, store_errors],
+                          client_max_size=cfg.max_request_bytes)
     metrics = new_metrics()
     app[METRICS] = metrics
     app.on_response_prepare.append(_count_bytes)
+    app.on_response_prepare.append(_plain_server_header)
     app.router.add_get("/health", health)
     app.router.add_get("/metrics", metrics_text)
 

@@ -26,6 +26,7 @@ from datahubsync.core.sdnotify import notify
 from datahubsync.core.statefile import write_bytes_atomic
 from datahubsync.pictures import legacy_tcp
 from datahubsync.server.app import SharedMetrics, create_app
+from datahubsync.server.guard import ConnectionGuard, ConnectionLimits, GuardedSite
 
 log = logging.getLogger(__name__)
 
@@ -53,9 +54,13 @@ async def _serve(loaded: LoadedConfig, sock: socket.socket, primary: bool,
     if legacy_sock is not None:  # bound once below, like the HTTP socket; every process accepts
         legacy_tcp.attach(app, legacy_sock, loaded, announce=primary)
     runner = web.AppRunner(app, handle_signals=False, access_log=None,
-                           shutdown_timeout=cfg.shutdown_timeout)
+                           shutdown_timeout=cfg.shutdown_timeout,
+                           keepalive_timeout=cfg.keepalive_timeout)
     await runner.setup()
-    await web.SockSite(runner, sock).start()
+    guard = ConnectionGuard(ConnectionLimits(cfg.header_timeout, cfg.keepalive_timeout,
+                                             cfg.max_connections))
+    await GuardedSite(runner, sock, guard).start()
+    sweeper = asyncio.create_task(guard.run())
     port = sock.getsockname()[1]
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -82,6 +87,7 @@ async def _serve(loaded: LoadedConfig, sock: socket.socket, primary: bool,
         notify("STOPPING=1")
     for pid in children:
         _signal(pid, signal.SIGTERM)
+    sweeper.cancel()
     await runner.cleanup()
     if watch is not None:
         watch.cancel()
