@@ -265,6 +265,7 @@ class ServeConfig(_Section):
     port: int = Field(8080, ge=0, le=65535)
     data_root: Path = Path("data")
     datasets: list[str] | None = None
+    dataset_links_outside: bool = False  # package a dataset dir symlinked out of data_root
     cache_dir: Path | None = None
     check_interval: float = Field(600, gt=0)
     debounce: float = Field(60, ge=0)
@@ -435,11 +436,13 @@ def find_config(explicit: str | os.PathLike[str] | None, environ: Mapping[str, s
     return None
 
 
-def _scalar(text: str) -> Any:
+def _scalar(text: str, name: str = "") -> Any:
     try:
         return yaml.safe_load(text) if text.strip() else text
     except yaml.YAMLError:
         return text
+    except RecursionError:
+        raise ConfigError(f"{name}: value nested too deeply") from None
 
 
 def _apply_overrides(
@@ -463,12 +466,12 @@ def _apply_overrides(
                 if not part.isdigit() or int(part) >= len(node):
                     raise ConfigError(f"{name}: no list item {part!r} to override")
                 if last:
-                    node[int(part)] = _scalar(environ[name])
+                    node[int(part)] = _scalar(environ[name], name)
                 else:
                     node = node[int(part)]
                 continue
             if last:
-                node[part] = _scalar(environ[name])
+                node[part] = _scalar(environ[name], name)
             else:
                 if not isinstance(node.get(part), (dict, list)):
                     node[part] = {}
@@ -539,6 +542,8 @@ def load_config(
             raise ConfigError(f"{label}:{where}: invalid YAML: {problem}") from None
         except (OSError, UnicodeDecodeError) as exc:
             raise ConfigError(f"{label}: cannot read: {exc}") from None
+        except RecursionError:
+            raise ConfigError(f"{label}: invalid YAML: nested too deeply") from None
         if data is None:
             data = {}
         if not isinstance(data, dict):
@@ -553,4 +558,68 @@ def load_config(
         more = f" (+{exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
         raise ConfigError(f"{label}: {path}{via}: {_describe(first)}{more}") from None
     base = source.resolve().parent if source else Path.cwd()
-    return LoadedConfig(_resolve_paths(config, base), source, overrides)
+    loaded = LoadedConfig(_resolve_paths(config, base), source, overrides)
+    problem = path_problem(loaded)
+    if problem:
+        path, message = problem
+        via = f" (from {overrides[path]})" if path in overrides else ""
+        raise ConfigError(f"{label}: {path}{via}: {message}")
+    return loaded
+
+
+def _inside(inner: Path, outer: Path) -> bool:
+    return inner == outer or outer in inner.parents
+
+
+def _where_it_cannot_be(path: Path, kind: str) -> str | None:
+    """Why ``path`` cannot be a ``kind`` ("directory" or "file") we create or write."""
+    if path.exists():
+        if kind == "directory" and not path.is_dir():
+            return f"{path} exists and is not a directory"
+        if kind == "file" and path.is_dir():
+            return f"{path} is a directory, not a file"
+        return None
+    ancestor = path.parent
+    while not ancestor.exists() and ancestor.parent != ancestor:
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        return f"{path} cannot be created: {ancestor} is not a directory"
+    return None
+
+
+def path_problem(loaded: LoadedConfig) -> tuple[str, str] | None:
+    """The first path in the config that cannot work: (key path, why), or None.
+
+    Checked at load so that a mistake is one line naming the key (exit 2), not a
+    failure half way through a sync: a state_dir or log file that cannot be
+    created, two datasets sharing a name or a directory, a dataset installed
+    over ``/`` or around the state directory (a swap would move the state away).
+    """
+    config = loaded.config
+    state = loaded.state_dir.absolute()
+    why = _where_it_cannot_be(state, "directory")
+    if why:
+        return "state_dir", why
+    if config.logging.file is not None:
+        why = _where_it_cannot_be(config.logging.file, "file")
+        if why:
+            return "logging.file", why
+    names: dict[str, int] = {}
+    dirs: dict[Path, int] = {}
+    for n, ds in enumerate(config.datasets):
+        where = f"datasets.{n}"
+        if ds.name in names:
+            return f"{where}.name", f"{ds.name!r} is also datasets.{names[ds.name]}"
+        names[ds.name] = n
+        local = Path(os.path.abspath(ds.local_dir))
+        if local == Path(local.anchor):
+            return f"{where}.local_dir", f"{local} is the root of the filesystem"
+        for other, m in dirs.items():
+            if _inside(local, other) or _inside(other, local):
+                return (f"{where}.local_dir", f"{local} overlaps datasets.{m}.local_dir "
+                        f"{other}")
+        dirs[local] = n
+        if _inside(state, local):
+            return f"{where}.local_dir", (f"{local} holds the state directory {state}; an "
+                                          "install would swap it away")
+    return None

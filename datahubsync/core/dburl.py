@@ -16,8 +16,11 @@ def libpq_url(url: str) -> str:
 
 
 def redact(url: str) -> str:
-    """A URL fit for messages and logs: the password replaced by ***."""
+    """A URL fit for messages and logs: the password (``user:pass@`` or ``?password=``)
+    replaced by ***."""
+    from datahubsync.core.logsetup import mask_secrets
+
     parts = urlsplit(url)
     if parts.password:
-        return parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@")).geturl()
-    return url
+        url = parts._replace(netloc=parts.netloc.replace(f":{parts.password}@", ":***@")).geturl()
+    return mask_secrets(url)

@@ -16,7 +16,15 @@ from pathlib import Path
 from datahubsync.core.textsafe import printable
 
 _URL_CREDENTIALS = re.compile(r"(?P<scheme>[a-zA-Z][a-zA-Z0-9+.-]*://)[^/@\s:]+:[^/@\s]+@")
+_QUERY_SECRET = re.compile(r"(?P<key>[?&;](?:password|passwd|pwd|token|secret|api_key|apikey|"
+                           r"access_token|sig|signature)=)[^&;#\s]*", re.IGNORECASE)
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+
+
+def mask_secrets(text: str) -> str:
+    """``user:pass@`` in URLs and ``?password=...`` (and similar keys) in query strings
+    replaced by ``***``."""
+    return _QUERY_SECRET.sub(r"\g<key>***", _URL_CREDENTIALS.sub(r"\g<scheme>***@", text))
 
 
 class RedactFilter(logging.Filter):
@@ -26,7 +34,7 @@ class RedactFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         message = record.getMessage()
-        redacted = printable(_URL_CREDENTIALS.sub(r"\g<scheme>***@", message), keep_lines=False)
+        redacted = printable(mask_secrets(message), keep_lines=False)
         if redacted != message:
             record.msg, record.args = redacted, ()
         return True

@@ -41,6 +41,7 @@ class BuildSettings:
     fresh_window: float | None = 86400.0  # seconds; files changed within it count as fresh
     keep_deltas: int = 2  # deltas built from this many previous versions
     max_delta_share: float = 0.5  # a delta larger than this share of the package is dropped
+    outside_links: bool = False  # package a dataset dir that is a symlink out of data_root
 
 
 @dataclass
@@ -59,6 +60,7 @@ class Builder:
     clock: Callable[[], float] = time.monotonic
     wall_clock: Callable[[], float] = time.time
     _pending: dict[str, _Pending] = field(default_factory=dict)
+    _refused: set[str] = field(default_factory=set)  # said once, not every pass
 
     def dataset_names(self) -> list[str]:
         """Configured names, or the visible sub-directories of data_root."""
@@ -97,6 +99,15 @@ class Builder:
         root = self.settings.data_root / name
         if not root.is_dir():
             return Decision(False, "no such directory")
+        if root.is_symlink() and not self.settings.outside_links:
+            target = root.resolve()
+            if not target.is_relative_to(self.settings.data_root.resolve()):
+                reason = (f"{root} is a symlink to {target}, outside data_root; not packaged "
+                          "(set serve.dataset_links_outside: true to package it)")
+                if name not in self._refused:
+                    log.error("dataset %s: %s", name, reason)
+                    self._refused.add(name)
+                return Decision(False, reason)
         entries = scan_dataset(root)
         decision = decide(
             entries,

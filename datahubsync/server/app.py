@@ -186,7 +186,7 @@ def create_app(loaded: LoadedConfig, *, build: bool = True,
         newer_ratio=cfg.newer_ratio, keep_packages=cfg.keep_packages,
         compress_level=cfg.compress_level, compress_threads=cfg.compress_threads, tz=tz,
         fresh_window=cfg.fresh_window, keep_deltas=cfg.keep_deltas,
-        max_delta_share=cfg.max_delta_share,
+        max_delta_share=cfg.max_delta_share, outside_links=cfg.dataset_links_outside,
     )
     builder = Builder(settings, store, metrics)
     catalog = dataset_routes.Catalog(store, list(cfg.datasets or []), tz)
