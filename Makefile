@@ -5,7 +5,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint venv clean bench binary binary-onedir
+.PHONY: demo test lint venv clean bench binary binary-onedir fuzz
 
 $(STAMP): setup.cfg pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,12 @@ binary: $(STAMP)
 
 binary-onedir: $(STAMP)
 	PYTHON=$(BIN)/python packaging/build.sh onedir
+
+# Fuzzing (not part of `make test`): every target 10^6 executions or FUZZ_SECONDS each.
+FUZZ_SECONDS ?= 600
+fuzz: $(STAMP)
+	$(BIN)/pip install --quiet -c constraints.txt atheris
+	$(BIN)/python fuzz/run.py --max-seconds $(FUZZ_SECONDS)
 
 bench: $(STAMP)
 	$(BIN)/python bench/run_all.py

@@ -12,7 +12,10 @@ if [ ! -x "$PY" ]; then
     exit 2
 fi
 DIST=dist; [ "$LAYOUT" = onedir ] && DIST=dist/onedir
-"$PY" -m pip install --quiet -c constraints.txt -e '.[build]'
+# PyInstaller only: the package itself is taken from this checkout (the spec's pathex), so
+# building from another checkout never re-points the virtualenv's installed package.
+"$PY" -c "import PyInstaller" 2>/dev/null || \
+    "$PY" -m pip install --quiet -c constraints.txt pyinstaller pyinstaller-hooks-contrib
 DATAHUBSYNC_LAYOUT="$LAYOUT" "$PY" -m PyInstaller --noconfirm --clean --log-level WARN \
     --distpath "$DIST" --workpath build/pyinstaller-"$LAYOUT" packaging/datahubsync.spec
 if [ "$LAYOUT" = onedir ]; then BIN=dist/onedir/datahubsync/datahubsync; else BIN=dist/datahubsync; fi

@@ -47,8 +47,8 @@ def test_unwritable_state_dir_is_a_clear_error(tmp_path) -> None:
     blocker.write_text("x")
     cfg = client_config(tmp_path, "http://127.0.0.1:9", ["alpha"],
                         state_dir=str(blocker / "state"))
-    result = run_cli(["datasets", "sync"], config=cfg, expect=1)
-    assert "Not a directory" in result.err and "not-a-dir" in result.err
+    result = run_cli(["datasets", "sync"], config=cfg, expect=2)  # a config error, named
+    assert "state_dir: " in result.err and "not-a-dir is not a directory" in result.err
     assert "internal error" not in result.err and "Traceback" not in result.err
 
 

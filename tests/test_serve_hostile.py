@@ -203,3 +203,15 @@ def test_store_down_is_503_and_bad_store_url_is_a_config_error(tmp_path: Path) -
         "logs_ingest": {"store_url": "mysql://x@y/z"}}}
     result = run_cli(["serve"], config=write_yaml(tmp_path / "bad.yaml", bad), expect=2)
     assert "serve.logs_ingest.store_url" in result.err
+
+
+@pytest.mark.parametrize(("header", "expected"), [
+    ("bytes=0-\x1e", "whole"),  # found by fuzz/fuzz_range.py: str.strip() dropped \x1e
+    ("bytes=0-\u0667", "whole"),  # found by fuzz/fuzz_range.py: \d matched Arabic-Indic 7
+    ("bytes=0-9 ", "as-asked"),
+    ("bytes=-0", "unsatisfiable"),
+])
+def test_range_verdicts_found_by_fuzzing(header: str, expected: str) -> None:
+    from datahubsync.core.httprange import verdict
+
+    assert verdict(header, None, None) == expected

@@ -24,7 +24,7 @@ from typing import Any
 
 from aiohttp import hdrs
 
-_ONE_RANGE = re.compile(r"bytes=(\d{0,18})-(\d{0,18})")
+_ONE_RANGE = re.compile(r"bytes=([0-9]{0,18})-([0-9]{0,18})")
 _UNSATISFIABLE = "bytes=999999999999999999-"
 
 
@@ -32,8 +32,10 @@ def verdict(range_header: str | None, if_range: str | None, etag: str | None) ->
     """``"as-asked"``, ``"whole"`` or ``"unsatisfiable"`` for these request headers."""
     if range_header is None:
         return "as-asked"
-    match = _ONE_RANGE.fullmatch(range_header.strip().replace(" ", ""))
-    if match is None:
+    # optional whitespace is SP and HTAB only (str.strip would also drop \x1c-\x1f)
+    value = range_header.strip(" \t")
+    match = _ONE_RANGE.match(value)
+    if match is None or match.end() != len(value):
         return "whole"
     first, last = match.groups()
     if not first and not last:
@@ -42,7 +44,7 @@ def verdict(range_header: str | None, if_range: str | None, etag: str | None) ->
         return "whole"
     if not first and int(last) == 0:
         return "unsatisfiable"
-    if if_range is not None and not _if_range_holds(if_range.strip(), etag):
+    if if_range is not None and not _if_range_holds(if_range.strip(" \t"), etag):
         return "whole"
     return "as-asked"
 

@@ -21,6 +21,7 @@ import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 from datahubsync.core.crashpoint import CrashPoint
 from datahubsync.core.errors import IntegrityError, UnsafeArchiveError
@@ -255,6 +256,16 @@ def extract_member(
     return written
 
 
+def open_archive(source: Path | BinaryIO, label: str | None = None) -> zipfile.ZipFile:
+    """Open a zip archive from a peer; IntegrityError (one line) when it is not one."""
+    try:
+        return zipfile.ZipFile(source)
+    # ValueError covers names flagged UTF-8 that are not; struct.error truncated records.
+    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, ValueError, struct.error,
+            NotImplementedError, OverflowError) as exc:
+        raise IntegrityError(f"{label or source}: not a valid zip archive: {exc}") from None
+
+
 def extract_safe(
     zip_path: Path,
     dest_dir: Path,
@@ -268,12 +279,7 @@ def extract_safe(
     Raises UnsafeArchiveError or IntegrityError; on error the caller removes
     ``dest_dir`` (partially written files may remain in it).
     """
-    try:
-        zf = zipfile.ZipFile(zip_path)
-    # ValueError covers names flagged UTF-8 that are not; struct.error truncated records.
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, EOFError, ValueError, struct.error) as exc:
-        raise IntegrityError(f"{zip_path}: not a valid zip archive: {exc}") from exc
-    with zf:
+    with open_archive(zip_path) as zf:
         files, dirs = _check(zf, limits)
         log.debug("extracting %d files from %s into %s", len(files), zip_path, dest_dir)
         made: set[Path] = {dest_dir}

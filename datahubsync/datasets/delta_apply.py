@@ -40,7 +40,12 @@ from typing import Any
 
 from datahubsync.core.crashpoint import CrashPoint
 from datahubsync.core.errors import IntegrityError
-from datahubsync.datasets.archive import ExtractLimits, check_archive, extract_member
+from datahubsync.datasets.archive import (
+    ExtractLimits,
+    check_archive,
+    extract_member,
+    open_archive,
+)
 from datahubsync.datasets.delta import CHUNK, DELTA_JSON, FORMAT
 
 log = logging.getLogger(__name__)
@@ -351,11 +356,7 @@ def build_tree(local_dir: Path, delta_zip: Path, manifest: Mapping[str, Any], st
     the others).
     """
     limits = limits or ExtractLimits()
-    try:
-        zf = zipfile.ZipFile(delta_zip)
-    except (zipfile.BadZipFile, OSError, ValueError) as exc:
-        raise IntegrityError(f"{delta_zip}: not a valid delta: {exc}") from None
-    with zf:
+    with open_archive(delta_zip, f"{delta_zip} (delta)") as zf:
         members = {info.filename: info for info in check_archive(zf, limits)}
         doc = read_delta_doc(zf, manifest)
         whole = {safe_relpath(p) for p in doc.get("whole", [])}
