@@ -44,6 +44,7 @@ def server(tmp_path: Path, pg_url: str, pg_table: str) -> Iterator[Hub]:
             "slow": slow_job(tmp_path, pg_url, pg_table, rows=100, delay=0.05)}
     (tmp_path / "empty").mkdir()
     hub = Hub(tmp_path, tmp_path / "empty", api_tokens=[TOKEN], workers=2,
+              trusted_networks=[],  # these tests send a token; the seed's curl has its own
               config_extra={"batch": {"jobs": jobs, "default_job": "bars", "max_days": 31}})
     hub.start()
     hub.pg_table = pg_table  # type: ignore[attr-defined]
@@ -62,8 +63,21 @@ def server(tmp_path: Path, pg_url: str, pg_table: str) -> Iterator[Hub]:
 
 def progress(hub: Hub, task_id: str) -> dict[str, Any]:
     status, doc = call(hub, "GET", f"{BASE}/progress/{task_id}")
-    assert status == 200
-    return doc
+    assert status == 200 and doc["status"] == "success", doc
+    return doc["data"]
+
+
+def success(status: int, answer: dict[str, Any]) -> dict[str, Any]:
+    """The seed's envelope: 200 {"status": "success", "data": {...}} and nothing else."""
+    assert status == 200 and answer["status"] == "success", answer
+    assert set(answer) == {"status", "data"}, answer
+    return answer["data"]
+
+
+def refused(answer: dict[str, Any]) -> str:
+    assert answer["status"] == "error" and isinstance(answer["message"], str), answer
+    assert set(answer) <= {"status", "message", "data"}, answer
+    return answer["message"]
 
 
 def wait_status(hub: Hub, task_id: str, wanted: set[str], timeout: float = 60) -> dict[str, Any]:
@@ -72,47 +86,43 @@ def wait_status(hub: Hub, task_id: str, wanted: set[str], timeout: float = 60) -
 
 
 def test_start_poll_until_done_and_history(server: Hub, pg_url: str) -> None:
-    status, answer = call(server, "POST", BASE, {"start_date": "2025-10-04",
-                                                  "end_date": "2025-10-08"})
-    assert status == 202, answer
+    answer = success(*call(server, "POST", BASE, {"start_date": "2025-10-04",
+                                                   "end_date": "2025-10-08"}))
     task_id = answer["task_id"]
-    assert answer["data"]["total_days"] == 5  # the seed's response shape still works
+    assert answer["total_days"] == 5 and "5 days" in answer["message"]
     doc = wait_status(server, task_id, {"completed", "failed"})
     assert doc["status"] == "completed"
     for key in ("status", "start_time", "end_time", "duration_seconds", "progress_percent",
-                "estimated_completion", "current_date", "total", "success", "failed",
-                "skipped", "errors"):
+                "estimated_completion", "current_date", "total", "current", "success",
+                "failed", "skipped", "errors", "message"):
         assert key in doc
     assert (doc["total"], doc["success"], doc["skipped"], doc["failed"]) == (5, 3, 2, 0)
-    assert doc["data"]["status"] == "completed"
+    assert doc["current"] == 5
     assert day_counts(pg_url, server.pg_table) == {  # type: ignore[attr-defined]
         "2025-10-06": 4, "2025-10-07": 4, "2025-10-08": 4}
 
-    status, second = call(server, "POST", BASE, {"start_date": "2025-10-06",
-                                                  "end_date": "2025-10-06", "job": "bars"})
-    assert status == 202
+    second = success(*call(server, "POST", BASE, {"start_date": "2025-10-06",
+                                                   "end_date": "2025-10-06", "job": "bars"}))
     wait_status(server, second["task_id"], {"completed"})
-    status, history = call(server, "GET", BASE)
-    assert status == 200
+    history = success(*call(server, "GET", BASE))
     assert [t["task_id"] for t in history["tasks"]] == [second["task_id"], task_id]
     assert all("days" not in t and t["duration_seconds"] is not None for t in history["tasks"])
 
 
 def test_second_start_on_the_same_target_gets_409_then_cancel(server: Hub,
                                                               pg_url: str) -> None:
-    status, first = call(server, "POST", BASE, {"start_date": "2025-10-06",
-                                                 "end_date": "2025-10-10", "job": "slow"})
-    assert status == 202
-    status, refused = call(server, "POST", BASE, {"start_date": "2025-10-06",
-                                                   "end_date": "2025-10-06"})
+    first = success(*call(server, "POST", BASE, {"start_date": "2025-10-06",
+                                                  "end_date": "2025-10-10", "job": "slow"}))
+    status, answer = call(server, "POST", BASE, {"start_date": "2025-10-06",
+                                                 "end_date": "2025-10-06"})
     assert status == 409
-    assert first["task_id"] in refused["error"]
+    assert first["task_id"] in refused(answer)
     # the refused request leaves no task behind
-    status, history = call(server, "GET", BASE)
+    history = success(*call(server, "GET", BASE))
     assert [t["task_id"] for t in history["tasks"]] == [first["task_id"]]
 
-    status, cancelled = call(server, "POST", f"{BASE}/{first['task_id']}/cancel")
-    assert status == 202 and cancelled["cancel_requested"] is True
+    cancelled = success(*call(server, "POST", f"{BASE}/{first['task_id']}/cancel"))
+    assert cancelled["cancel_requested"] is True
     doc = wait_status(server, first["task_id"], {"cancelled"})
     assert doc["success"] < 5
     counts = day_counts(pg_url, server.pg_table)  # type: ignore[attr-defined]
@@ -120,9 +130,8 @@ def test_second_start_on_the_same_target_gets_409_then_cancel(server: Hub,
 
 
 def test_job_outlives_a_server_restart(server: Hub, pg_url: str) -> None:
-    status, answer = call(server, "POST", BASE, {"start_date": "2025-10-06",
-                                                  "end_date": "2025-10-07", "job": "slow"})
-    assert status == 202
+    answer = success(*call(server, "POST", BASE, {"start_date": "2025-10-06",
+                                                   "end_date": "2025-10-07", "job": "slow"}))
     assert server.stop() == 0
     server.start()
     doc = wait_status(server, answer["task_id"], {"completed", "failed", "crashed"})
@@ -144,7 +153,7 @@ def test_bad_requests_get_400_naming_the_field(server: Hub, body: Any, field: st
                                                words: str) -> None:
     status, answer = call(server, "POST", BASE, body)
     assert status == 400
-    assert answer["field"] == field and words in answer["error"]
+    assert answer["data"]["field"] == field and words in refused(answer)
 
 
 def test_auth_size_and_unknown_task(server: Hub) -> None:
@@ -155,6 +164,61 @@ def test_auth_size_and_unknown_task(server: Hub) -> None:
     assert call(server, "GET", f"{BASE}/progress/x", token=None)[0] == 401
     assert call(server, "POST", BASE, raw=b"{" + b" " * 100_000 + b"}")[0] == 413
     assert call(server, "POST", BASE, raw=b"{not json")[0] == 400
-    assert call(server, "GET", f"{BASE}/progress/no-such-task")[0] == 404
+    status, answer = call(server, "GET", f"{BASE}/progress/no-such-task")
+    assert status == 404 and "no-such-task" in refused(answer)
     assert call(server, "POST", f"{BASE}/no-such-task/cancel")[0] == 404
     assert TOKEN not in (server.log.read_text())
+
+
+SEED_START = """curl -X POST http://127.0.0.1:{port}/api/v1/sync-status/sync/batch \\
+  -H "Content-Type: application/json" \\
+  -d '{{
+    "start_date": "2025-10-06",
+    "end_date": "2025-10-08"
+  }}'"""
+SEED_PROGRESS = "curl http://127.0.0.1:{port}/api/v1/sync-status/sync/batch/progress/{task_id}"
+
+
+def front_end_reads(reply: str) -> dict[str, Any]:
+    """What the existing front-end does with a reply: a failed request unless
+    ``status`` is ``success``; then everything it shows comes from ``data``."""
+    doc = json.loads(reply)
+    if doc.get("status") != "success":
+        raise AssertionError(f"the front-end shows an error: {doc.get('message')}")
+    return doc["data"]
+
+
+def test_the_seed_curl_examples_as_written(tmp_path: Path, pg_url: str, pg_table: str) -> None:
+    """No token from loopback (serve.trusted_networks' default); the seed's front-end
+    parses every reply, the task's own state only in data.status."""
+    import subprocess
+
+    create_table(pg_url, pg_table)
+    folder = tmp_path / "csv"
+    for day in ("2025-10-06", "2025-10-07", "2025-10-08"):
+        write_day(folder, day, rows=4)
+    (tmp_path / "empty").mkdir()
+    hub = Hub(tmp_path, tmp_path / "empty", workers=2,
+              config_extra={"batch": {"jobs": {"bars": glob_job(pg_url, pg_table, folder)}}})
+    hub.start()
+    try:
+        port = int(hub.port_file.read_text())
+        started = front_end_reads(subprocess.run(
+            ["sh", "-c", SEED_START.format(port=port)], capture_output=True, text=True,
+            check=True, timeout=60).stdout)
+        assert started["total_days"] == 3 and started["task_id"] and started["message"]
+
+        def poll() -> dict[str, Any] | None:
+            data = front_end_reads(subprocess.run(
+                ["sh", "-c", SEED_PROGRESS.format(port=port, task_id=started["task_id"])],
+                capture_output=True, text=True, check=True, timeout=60).stdout)
+            return data if data["status"] in ("completed", "failed") else None
+
+        data = wait_for(poll, what="the task to finish")
+        assert data["status"] == "completed" and data["current"] == 3
+        assert data["total"] == 3 and data["success"] == 3 and data["errors"] == []
+        assert data["progress_percent"] == 100.0 and data["message"]
+        assert day_counts(pg_url, pg_table) == {d: 4 for d in ("2025-10-06", "2025-10-07",
+                                                                "2025-10-08")}
+    finally:
+        hub.stop()

@@ -1,11 +1,23 @@
-"""The batch API of ``serve`` (the seed's routes, now persisted and cancellable).
+"""The batch API of ``serve``: the existing front-end's routes and replies, exactly.
 
-``POST /api/v1/sync-status/sync/batch`` plans the task, writes its progress
-document and starts ``datahubsync batch resume TASK_ID`` as a process of its
-own (own session: the server stays responsive, and a server restart neither
-kills nor forgets it). The answer waits until that process holds the target's
-lock: 202 with the task id, or 409 naming the task already running there.
-Progress, history and cancel read and write the same documents as the CLI.
+The front-end calls these with plain ``curl`` and reads the envelope:
+
+- ``POST /api/v1/sync-status/sync/batch {"start_date", "end_date"}`` →
+  200 ``{"status": "success", "data": {"task_id", "total_days", "message"}}``;
+- ``GET /api/v1/sync-status/sync/batch/progress/{task_id}`` → 200
+  ``{"status": "success", "data": {status, total, current, success, failed,
+  skipped, current_date, message, progress_percent, start_time, end_time,
+  duration_seconds, estimated_completion, errors}}`` (``data.status`` is the
+  task's state; the top-level ``status`` only says the request succeeded);
+- a refusal → ``{"status": "error", "message": "..."}`` with 400 (bad dates),
+  401 (no token, from outside ``serve.trusted_networks``), 404, 409 (a task
+  is already running on that target) or 503; fields of ours go in ``data``.
+
+The front-end sends no credentials: clients in ``serve.trusted_networks``
+(loopback by default) need none, every other one a token from
+``serve.api_tokens``. A started task runs as ``datahubsync batch resume
+TASK_ID`` in a process of its own, so a restart of ``serve`` neither kills nor
+forgets it; the POST answers once that process holds the target's lock.
 """
 
 from __future__ import annotations
@@ -25,7 +37,7 @@ from aiohttp import web
 
 from datahubsync.batch.calendar import parse_day
 from datahubsync.batch.runner import BatchService
-from datahubsync.core.auth import presented_token, token_matches
+from datahubsync.core.auth import Access, access_for
 from datahubsync.core.config import LoadedConfig
 from datahubsync.core.errors import ConfigError, ExitCode, UsageError
 from datahubsync.core.selfexec import self_argv
@@ -43,18 +55,27 @@ class BatchApi:
 
     loaded: LoadedConfig
     service: BatchService
-    tokens: list[str]
+    access: Access
 
     # -- helpers --------------------------------------------------------------
     def _authorised(self, request: web.Request) -> None:
-        if not token_matches(presented_token(request.headers), self.tokens):
+        if not self.access.allows(request):
             raise web.HTTPUnauthorized(
-                text=json.dumps({"error": "unauthorized: send Authorization: Bearer <token>"}),
+                text=json.dumps({"status": "error", "message": "unauthorized: send "
+                                 "Authorization: Bearer <token> (from outside "
+                                 "serve.trusted_networks)"}),
                 content_type="application/json", headers={"WWW-Authenticate": "Bearer"})
 
     @staticmethod
     def _error(status: int, message: str, **extra: Any) -> web.Response:
-        return web.json_response({"status": "error", "error": message, **extra}, status=status)
+        doc: dict[str, Any] = {"status": "error", "message": message}
+        if extra:
+            doc["data"] = extra
+        return web.json_response(doc, status=status)
+
+    @staticmethod
+    def _success(data: Any, status: int = 200) -> web.Response:
+        return web.json_response({"status": "success", "data": data}, status=status)
 
     def _log_path(self, task_id: str) -> Path:
         return self.service.store.directory.parent / "logs" / f"{task_id}.log"
@@ -81,7 +102,7 @@ class BatchApi:
             message = str(exc)
             return self._error(400, message, field=message.split(":", 1)[0])
         except ConfigError as exc:
-            return self._error(500, f"server configuration: {exc}")
+            return self._error(503, f"server configuration: {exc}")
         doc = await asyncio.to_thread(self.service.create, plan)
         return await self._launch(doc)
 
@@ -107,16 +128,15 @@ class BatchApi:
                 return await self._refused(doc, child.returncode, log_path)
             current = await asyncio.to_thread(self.service.store.load, task_id)
             if current["status"] != "pending":
-                return web.json_response(self._accepted(current), status=202)
+                return self._success(self._accepted(current))
             await asyncio.sleep(0.05)
         current = await asyncio.to_thread(self.service.store.load, task_id)
-        return web.json_response(self._accepted(current), status=202)
+        return self._success(self._accepted(current))
 
     @staticmethod
     def _accepted(doc: dict[str, Any]) -> dict[str, Any]:
-        message = f"batch task started: {doc['total']} days"
-        data = {"task_id": doc["task_id"], "total_days": doc["total"], "message": message}
-        return {"status": "success", **data, "data": data}
+        message = f"batch task started: {doc['total']} days to sync"
+        return {"task_id": doc["task_id"], "total_days": doc["total"], "message": message}
 
     async def _refused(self, doc: dict[str, Any], code: int, log_path: Path) -> web.Response:
         reason = _last_error(log_path) or f"the job process exited with status {code}"
@@ -126,18 +146,18 @@ class BatchApi:
             return self._error(409, reason)
         await asyncio.to_thread(self.service.store.save,
                                 dict(doc, status="failed", message=reason))
-        return self._error(500, reason, task_id=doc["task_id"])
+        return self._error(503, reason, task_id=doc["task_id"])
 
     async def progress(self, request: web.Request) -> web.Response:
         self._authorised(request)
         doc = await self._load(request.match_info["task_id"])
-        return web.json_response({**doc, "data": doc})
+        return self._success(doc)
 
     async def cancel(self, request: web.Request) -> web.Response:
         self._authorised(request)
         await self._load(request.match_info["task_id"])
         doc = await asyncio.to_thread(self.service.cancel, request.match_info["task_id"])
-        return web.json_response({**doc, "data": doc}, status=202)
+        return self._success(doc)
 
     async def history(self, request: web.Request) -> web.Response:
         self._authorised(request)
@@ -148,14 +168,14 @@ class BatchApi:
         except ValueError:
             return self._error(400, "limit: expected a positive integer", field="limit")
         tasks = await asyncio.to_thread(self.service.history, limit)
-        return web.json_response({"tasks": tasks, "data": tasks})
+        return self._success({"tasks": tasks})
 
     async def _load(self, task_id: str) -> dict[str, Any]:
         try:
             return await asyncio.to_thread(self.service.store.load, task_id)
         except UsageError:
             raise web.HTTPNotFound(text=json.dumps({"status": "error",
-                                                    "error": f"no batch task {task_id!r}"}),
+                                                    "message": f"no batch task {task_id!r}"}),
                                    content_type="application/json") from None
 
 
@@ -172,9 +192,10 @@ def _last_error(log_path: Path) -> str:
 
 def setup(app: web.Application, loaded: LoadedConfig) -> BatchApi:
     """Mount the batch routes; without ``serve.api_tokens`` they answer 401 to everyone."""
-    api = BatchApi(loaded, BatchService(loaded), list(loaded.config.serve.api_tokens))
-    if not api.tokens and loaded.config.batch.jobs:
-        log.warning("serve.api_tokens is empty: the batch API refuses every request")
+    api = BatchApi(loaded, BatchService(loaded), access_for(loaded.config.serve))
+    if not api.access.tokens and not api.access.trusted and loaded.config.batch.jobs:
+        log.warning("serve.api_tokens and serve.trusted_networks are empty: the batch API "
+                    "refuses every request")
     app.router.add_post(PREFIX, api.start)
     app.router.add_get(PREFIX, api.history)
     app.router.add_get(PREFIX + "/progress/{task_id}", api.progress)

@@ -90,14 +90,7 @@ class LogsIngestConfig(_Section):
     @field_validator("allowed_networks")
     @classmethod
     def _networks(cls, value: list[str] | None) -> list[str] | None:
-        import ipaddress
-
-        for item in value or []:
-            try:
-                ipaddress.ip_network(item, strict=False)
-            except ValueError as exc:
-                raise ValueError(f"{item!r} is not a network: {exc}") from None
-        return value
+        return _check_networks(value)
 
 
 class LogsConfig(_Section):
@@ -258,6 +251,17 @@ class LegacyTcpConfig(_Section):
     max_connections: int = Field(256, ge=1)  # per server process; beyond: error frame
 
 
+def _check_networks(value: list[str] | None) -> list[str] | None:
+    import ipaddress
+
+    for item in value or []:
+        try:
+            ipaddress.ip_network(item, strict=False)
+        except ValueError as exc:
+            raise ValueError(f"{item!r} is not a network: {exc}") from None
+    return value
+
+
 class ServeConfig(_Section):
     """The hub: what it serves and when it builds packages."""
 
@@ -286,10 +290,18 @@ class ServeConfig(_Section):
     max_connections: int = Field(1024, ge=1)  # per worker process; beyond: 503 and closed
     catalog_poll: float = Field(1.0, gt=0)
     api_tokens: list[str] = Field(default_factory=list)  # bearer tokens for the batch API
+    # clients that need no token on the batch, picture push/call_back and fleet routes
+    trusted_networks: list[str] = Field(default_factory=lambda: ["127.0.0.0/8", "::1/128"])
+    trusted_proxies: list[str] = Field(default_factory=list)  # whose X-Forwarded-For counts
     logs_ingest: LogsIngestConfig = Field(default_factory=LogsIngestConfig)
     picture_roots: list[PictureRoot] = Field(default_factory=list)  # GET /files/...; [] = off
     picture_stale_after: float = Field(86400, gt=0)  # doctor warns: no picture sent for this long
     legacy_tcp: LegacyTcpConfig | None = None  # the seed's TCP protocol; needs picture_roots
+
+    @field_validator("trusted_networks", "trusted_proxies")
+    @classmethod
+    def _networks(cls, value: list[str]) -> list[str]:
+        return _check_networks(value) or []
 
     @field_validator("legacy_tcp")
     @classmethod
