@@ -45,7 +45,8 @@ def test_push_acknowledged_only_once_durable_then_fetched(tmp_path: Path) -> Non
     pictures = {"source": "push", "ledger_url": ledger_url, "max_push_bytes": 4096}
     server = start_server(tmp_path, pics.root, config_extra={"pictures": pictures},
                           port=free_port(),  # the same port after the restart: URLs stay valid
-                          workers=1)  # one process: SIGKILL takes the whole server down
+                          workers=1,  # one process: SIGKILL takes the whole server down
+                          trusted_networks=[])  # loopback needs a token here too
     api = f"{server.url}/api/v1/pictures/tasks"
     first, second = pics.tasks
     try:

@@ -34,7 +34,7 @@ def _worker(app: AppContext, heartbeat: Any = None) -> Any:
 
 
 def _lock_path(app: AppContext) -> Any:
-    return app.config().state_dir / "pictures" / "pictures.lock"
+    return app.config().layout.pictures_lock
 
 
 def _summary(result: Any) -> str:
@@ -93,13 +93,16 @@ def run(app: AppContext, supervise: bool) -> int:
         return supervise_worker(argv, loaded.config.pictures.supervise_delay)
     from datahubsync.core.locking import hold_lock
     from datahubsync.core.sdnotify import notify
+    from datahubsync.core.wakeup import Wakeup
 
     with hold_lock(_lock_path(app)):
         worker = _worker(app, heartbeat=lambda status: (notify("WATCHDOG=1"),
                                                          notify(f"STATUS={status}")))
+        wakeup = Wakeup(app.config().layout.pictures_wakeup)  # serve pokes it after a push
         try:
-            worker.run_forever(notify=notify)
+            worker.run_forever(sleep=wakeup.sleep, notify=notify)
         finally:
+            wakeup.close()
             worker.transport.close()
             worker.ledger.close()
     return ExitCode.OK

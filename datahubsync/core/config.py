@@ -24,6 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from datahubsync.core.db import check_store_url
 from datahubsync.core.errors import ConfigError
+from datahubsync.core.layout import StateLayout
 
 ENV_PREFIX = "DATAHUBSYNC_"
 DEFAULT_LOCATIONS = (Path("/etc/datahubsync/config.yaml"), Path("config.yaml"))
@@ -198,7 +199,8 @@ class PicturesConfig(_Section):
     missing_attempts: int = Field(3, ge=1)  # "not found" this many times: recorded missing
     process_command: list[str] | None = Field(None, min_length=1)  # argv template, no shell
     process_timeout: float = Field(600, gt=0)
-    callback_url: str | None = None  # POSTed the processing result
+    callback_url: str | None = None  # POSTed the processing result ("remote server 2")
+    callback_headers: dict[str, str] = Field(default_factory=dict)  # e.g. Authorization
     retry_after: float = Field(1800, gt=0)  # a step not done this long after it was due
     stall_timeout: float = Field(7200, gt=0)  # no progress this long: exit so systemd restarts
     supervise_delay: float = Field(10, ge=0)  # --supervise: wait before restarting the worker
@@ -424,6 +426,11 @@ class LoadedConfig:
     @property
     def state_dir(self) -> Path:
         return self.config.state_dir or default_state_dir()
+
+    @property
+    def layout(self) -> StateLayout:
+        """Every path the tool keeps under ``state_dir``."""
+        return StateLayout(self.state_dir)
 
 
 def default_state_dir() -> Path:

@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import sqlite3
 import sys
+from pathlib import Path
+from typing import Any, Literal
+
+Durability = Literal["full", "normal"]
 
 STORE_SCHEMES = ("sqlite", "postgresql", "postgres")
 
@@ -36,3 +40,53 @@ def unavailable(exc: BaseException) -> bool:
                                                sa_exc.DisconnectionError, sa_exc.TimeoutError)):
         return True
     return False
+
+
+def sqlite_pragmas(conn: sqlite3.Connection, durability: Durability) -> None:
+    """The house settings of every SQLite file we keep.
+
+    WAL (readers never block the writer), a 30 s busy timeout (the forked
+    workers of ``serve`` and a CLI share files), and ``synchronous``:
+    ``full`` for what must survive a power cut once acknowledged (the task
+    ledger: a pushed picture was answered ``success``), ``normal`` where a
+    lost last commit is redone (the logs queue re-reads lines from its offset).
+    """
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute(f"PRAGMA synchronous={durability.upper()}")
+    conn.execute("PRAGMA busy_timeout=30000")
+
+
+def sqlite_connect(path: Path, durability: Durability) -> sqlite3.Connection:
+    """A raw sqlite3 connection in autocommit mode (callers say BEGIN IMMEDIATE)."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(path, timeout=30, isolation_level=None, check_same_thread=False)
+    sqlite_pragmas(conn, durability)
+    return conn
+
+
+def sqlalchemy_engine(url: str, durability: Durability = "full") -> Any:
+    """A SQLAlchemy engine for ``url``: SQLite with the house settings and transactions
+    that take the write lock when they begin (BEGIN IMMEDIATE: a read-then-write
+    transaction in another process can never fail half way with "database is
+    locked"), PostgreSQL through psycopg 3 with a small pre-pinged pool."""
+    import sqlalchemy as sa
+
+    if url.startswith("sqlite"):
+        path = url.split("///", 1)[-1]
+        if path and path != ":memory:":
+            Path(path).parent.mkdir(parents=True, exist_ok=True)
+        engine = sa.create_engine(url, poolclass=sa.pool.NullPool,
+                                  connect_args={"timeout": 30, "isolation_level": None})
+
+        @sa.event.listens_for(engine, "connect")
+        def _connect(dbapi_conn: Any, _record: Any) -> None:
+            sqlite_pragmas(dbapi_conn, durability)
+
+        @sa.event.listens_for(engine, "begin")
+        def _begin(conn: Any) -> None:
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+        return engine
+    if url.startswith(("postgresql://", "postgres://")):
+        url = "postgresql+psycopg://" + url.split("://", 1)[1]
+    return sa.create_engine(url, pool_pre_ping=True, pool_size=2)

@@ -197,3 +197,21 @@ def get_json(
         return parse_json(body, f"the answer of {url}")
 
     return call_with_retry(once, policy)
+
+
+def post_json(session: requests.Session, url: str, body: Any, *,
+              headers: dict[str, str] | None = None,
+              timeout: float | tuple[float, float] = (10, 60)) -> str | None:
+    """POST ``body`` as JSON once; None on a 2xx, else one line saying what went wrong.
+
+    For steps that are retried by their own schedule (a ledger's ``retry_after``),
+    not by a retry loop here; the error never shows header values (they hold tokens).
+    """
+    try:
+        response = session.post(url, json=body, headers=headers or {}, timeout=timeout)
+    except requests.RequestException as exc:
+        return describe_error(exc)
+    with response:
+        if 200 <= response.status_code < 300:
+            return None
+        return f"HTTP {response.status_code} from {url.split('?')[0]}"

@@ -34,6 +34,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from datahubsync.core.crashpoint import CrashPoint
+from datahubsync.core.db import sqlalchemy_engine
 from datahubsync.core.dburl import redact
 
 TASKS_ADDED = CrashPoint("pictures.tasks_added", "new tasks and the source cursor committed")
@@ -79,6 +80,18 @@ cursors = sa.Table(
     sa.Column("name", sa.String(64), primary_key=True),
     sa.Column("position", sa.Text, nullable=False),  # JSON: see sources.Position
     sa.Column("updated_at", sa.Float, nullable=False),
+)
+# Ids of pictures pushed in the existing sender's form, which carries none: assigned in
+# the transaction that stores the picture, never reused (SQLite AUTOINCREMENT keeps the
+# highest id ever given; a PostgreSQL sequence never goes back).
+# The same picture sent again (the sender retrying a call whose answer it did not get)
+# has the same fingerprint (sha256 of photoUrl, callTime, cameraCode) and keeps its id.
+photo_ids = sa.Table(
+    "pic_photo_ids", metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("fingerprint", sa.String(64), nullable=False, unique=True),
+    sa.Column("received_at", sa.Float, nullable=False),
+    sqlite_autoincrement=True,
 )
 meta = sa.Table(
     "pic_meta", metadata,
@@ -129,29 +142,16 @@ class RetryRules:
         return min(self.maximum, self.initial * 2 ** max(0, attempts - 1))
 
 
+def fingerprint(task: NewTask) -> str:
+    """What makes a picture of the existing sender the same picture when sent again."""
+    import hashlib
+
+    text = json.dumps([list(task.images), task.created_time, task.camera_id])
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
 def ledger_url(configured: str | None, state_dir: Path) -> str:
     return configured or f"sqlite:///{state_dir / 'pictures' / 'ledger.db'}"
-
-
-def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
-    cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA journal_mode=WAL")
-    cur.execute("PRAGMA synchronous=FULL")
-    cur.execute("PRAGMA busy_timeout=30000")
-    cur.close()
-
-
-def _engine(url: str) -> sa.Engine:
-    if url.startswith("sqlite"):
-        path = url.split("///", 1)[-1]
-        if path and path != ":memory:":
-            Path(path).parent.mkdir(parents=True, exist_ok=True)
-        engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
-        sa.event.listen(engine, "connect", _sqlite_pragmas)
-        return engine
-    if url.startswith(("postgresql://", "postgres://")):
-        url = "postgresql+psycopg://" + url.split("://", 1)[1]
-    return sa.create_engine(url, pool_pre_ping=True, pool_size=2)
 
 
 class Ledger:
@@ -160,7 +160,7 @@ class Ledger:
     def __init__(self, url: str, clock: Callable[[], float] = time.time) -> None:
         self.url = url
         self.clock = clock
-        self.engine = _engine(url)
+        self.engine = sqlalchemy_engine(url, "full")
         try:
             metadata.create_all(self.engine, checkfirst=True)
         except sa.exc.SQLAlchemyError as exc:
@@ -217,6 +217,64 @@ class Ledger:
                 self._set_cursor(conn, *cursor)
         TASKS_ADDED.reached()
         return len(fresh)
+
+    def add_numbered(self, new: Sequence[NewTask]) -> list[int]:
+        """Store tasks that come without an id, each given the next integer id (its
+        ``task_id`` is that number); one transaction for the lot, so an id is handed out
+        only with its stored task. A task stored before (same fingerprint: the sender
+        retried) keeps its id and is not stored again. Returns the ids, in order."""
+        for attempt in range(3):
+            try:
+                return self._add_numbered(new)
+            except sa.exc.IntegrityError:  # PostgreSQL: another worker stored it meanwhile
+                if attempt == 2:
+                    raise
+        raise AssertionError("not reached")
+
+    def _add_numbered(self, new: Sequence[NewTask]) -> list[int]:
+        now = self.clock()
+        ids: list[int] = []
+        with self._tx() as conn:
+            for task in new:
+                mark = fingerprint(task)
+                known = conn.execute(sa.select(photo_ids.c.id)
+                                     .where(photo_ids.c.fingerprint == mark)).scalar()
+                if known is not None:
+                    ids.append(int(known))
+                    continue
+                number = int(conn.execute(photo_ids.insert().values(
+                    fingerprint=mark, received_at=now)).inserted_primary_key[0])
+                ids.append(number)
+                conn.execute(tasks.insert().values(
+                    task_id=str(number), source=task.source, created_time=task.created_time,
+                    camera_id=task.camera_id, received_at=now,
+                    state="pending" if task.images else "downloaded", due_at=now, attempts=0,
+                    updated_at=now))
+                if task.images:
+                    conn.execute(files.insert(), [
+                        {"task_id": str(number), "idx": i, "remote": path, "state": "pending",
+                         "attempts": 0, "not_found": 0, "first_seen": now,
+                         "next_attempt_at": now} for i, path in enumerate(task.images)])
+        TASKS_ADDED.reached()
+        return ids
+
+    def set_result(self, task_id: str, result: Any) -> str | None:
+        """A task's processing result reported back by the processing script: stored, the
+        task marked processed (its report step due now). Returns the task's state before,
+        or None when there is no such task; a task already reported keeps its state."""
+        now = self.clock()
+        with self._tx() as conn:
+            state = conn.execute(sa.select(tasks.c.state)
+                                 .where(tasks.c.task_id == task_id)).scalar()
+            if state is None:
+                return None
+            values: dict[str, Any] = {"result": json.dumps(result, ensure_ascii=False),
+                                      "updated_at": now}
+            if state != "reported":
+                values.update(state="processed", due_at=now, attempts=0, last_error=None)
+            conn.execute(tasks.update().where(tasks.c.task_id == task_id).values(**values))
+        STEP_DONE.reached()
+        return str(state)
 
     def _set_cursor(self, conn: sa.Connection, name: str, position: str) -> None:
         updated = conn.execute(cursors.update().where(cursors.c.name == name)
@@ -334,14 +392,20 @@ class Ledger:
             found = row.first()
             return dict(found) if found else None
 
-    def step_done(self, task_id: str, state: str, result: Any = None) -> None:
+    def step_done(self, task_id: str, state: str, result: Any = None,
+                  from_state: str | None = None) -> None:
+        """Move a task to ``state`` (only from ``from_state`` when given: a result the
+        processing script reported meanwhile is not overwritten by its exit)."""
         now = self.clock()
         values: dict[str, Any] = {"state": state, "due_at": now, "updated_at": now,
                                   "attempts": 0, "last_error": None}
         if result is not None:
             values["result"] = json.dumps(result, ensure_ascii=False)
+        where = [tasks.c.task_id == task_id]
+        if from_state is not None:
+            where.append(tasks.c.state == from_state)
         with self._tx() as conn:
-            conn.execute(tasks.update().where(tasks.c.task_id == task_id).values(**values))
+            conn.execute(tasks.update().where(*where).values(**values))
         STEP_DONE.reached()
 
     def step_failed(self, task_id: str, error: str, retry_after: float,

@@ -130,6 +130,7 @@ class Worker:
         self.path_locks = PathLocks()
         self.rules = RetryRules(self.cfg.retry_initial, self.cfg.retry_max,
                                 self.cfg.give_up_after, self.cfg.missing_attempts)
+        self._session: Any = None
 
     # --- (1) the source -----------------------------------------------------------------
 
@@ -341,30 +342,43 @@ class Worker:
             output: Any = json.loads(text) if text else None
         except ValueError:
             output = text[:4000]
-        self.ledger.step_done(task_id, "processed", {"output": output})
+        # a result the processing script reported through call_back meanwhile stays
+        self.ledger.step_done(task_id, "processed", {"output": output},
+                              from_state="downloaded")
         result.processed += 1
 
-    def _callback(self, task_id: str, result: PassResult) -> None:
-        import requests
-
+    def _report_body(self, task_id: str) -> dict[str, Any]:
+        """What ``callback_url`` gets: for a picture of the existing sender, the fields it
+        sent with its id and the script's ``numOfPeo``; for other tasks ours."""
         info = self.ledger.task_info(task_id) or {}
-        body = {"task_id": task_id, "camera_id": info.get("camera_id"),
-                "created_time": info.get("created_time"),
-                "result": json.loads(info["result"]) if info.get("result") else None,
+        found = json.loads(info["result"]) if info.get("result") else None
+        if info.get("source") == "sender":
+            files = self.ledger.task_files(task_id)
+            return {"id": int(task_id), "photoUrl": files[0][1] if files else None,
+                    "cameraCode": info.get("camera_id"), "callTime": info.get("created_time"),
+                    "numOfPeo": found.get("numOfPeo") if isinstance(found, dict) else None}
+        return {"task_id": task_id, "camera_id": info.get("camera_id"),
+                "created_time": info.get("created_time"), "result": found,
                 "files": self._files(task_id)}
-        try:
-            resp = requests.post(self.cfg.callback_url or "", json=body,
-                                 timeout=(10, self.cfg.timeout))
-        except requests.RequestException as exc:
-            from datahubsync.core.http import describe_error
 
-            self._step_failed(task_id, f"callback: {describe_error(exc)}", result)
-            return
-        if not 200 <= resp.status_code < 300:
-            self._step_failed(task_id, f"callback: HTTP {resp.status_code}", result)
+    def _callback(self, task_id: str, result: PassResult) -> None:
+        from datahubsync.core.http import post_json
+
+        problem = post_json(self.session(), self.cfg.callback_url or "",
+                            self._report_body(task_id), headers=self.cfg.callback_headers,
+                            timeout=(10, self.cfg.timeout))
+        if problem:
+            self._step_failed(task_id, f"callback: {problem}", result)
             return
         self.ledger.step_done(task_id, "reported")
         result.reported += 1
+
+    def session(self) -> Any:
+        if self._session is None:
+            from datahubsync.core.http import make_session
+
+            self._session = make_session()
+        return self._session
 
     def _step_failed(self, task_id: str, error: str, result: PassResult) -> None:
         log.warning("task %s: %s; retried in %gs", task_id, error, self.cfg.retry_after)
