@@ -49,6 +49,7 @@ echo "$(stamp) sync.sh: start: $BIN $*" >>"$LOG"
 rc=$?
 echo "$(stamp) sync.sh: end: exit $rc" >>"$LOG"
 if [ "$rc" -ne 0 ]; then
-    echo "datahubsync datasets sync failed with exit $rc; see $LOG" >&2
+    why=$(tail -n 200 "$LOG" | grep -E ' ERROR |error: ' | tail -n 1 | cut -c1-300)
+    echo "datahubsync datasets sync failed with exit $rc${why:+: $why}; see $LOG" >&2
 fi
 exit "$rc"

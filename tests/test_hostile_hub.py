@@ -181,3 +181,49 @@ def test_control_sequences_from_the_hub_reach_no_terminal(tmp_path: Path) -> Non
             for stream in (result.out, result.err):
                 assert "\x1b" not in stream and "\x07" not in stream and "\x9b" not in stream
                 assert "\r" not in stream
+
+
+def test_a_trickling_hub_fails_the_minimum_rate_and_keeps_the_part(tmp_path: Path) -> None:
+    """A byte every 0.3 s arrives well within hub.timeout; the rate check still ends it."""
+    import time as _time
+
+    def trickle(h: Any) -> None:
+        h.send_response(200)
+        h.send_header("Content-Type", "application/zip")
+        h.send_header("Content-Length", "100000")
+        h.end_headers()
+        for _ in range(400):  # two minutes at most: the client must give up long before
+            h.wfile.write(b"P")
+            h.wfile.flush()
+            _time.sleep(0.3)
+
+    with hostile_hub() as server:
+        server.routes["/package/bad.zip"] = trickle
+        server.routes["/api/datasets"] = catalog(
+            {"name": "bad", "last_updated": "2026-11-30T15:00:00", "package_ready": True,
+             "package_size": 100000})
+        cfg = client_config(tmp_path, url(server), ["bad"], hub={"retries": 1},
+                            sync={"fsync": False, "min_rate": 1000, "min_rate_window": 2})
+        result = run_cli(["datasets", "sync", "--json"], config=cfg, expect=1, timeout=100)
+    (item,) = json.loads(result.out)["datasets"]
+    assert "under sync.min_rate 1000 B/s" in item["message"], item
+    assert 0 < part_size(tmp_path) < 100000  # kept for the next run
+
+
+def test_deadline_and_max_time_are_on_by_default(tmp_path: Path) -> None:
+    import datetime as dt
+
+    from datahubsync.core.config import load_config
+    from datahubsync.datasets.client import SyncOptions, seconds_left
+
+    cfg = client_config(tmp_path, "http://127.0.0.1:9", ["a"], hub={"timezone": "Asia/Shanghai"})
+    loaded = load_config(cfg, environ={})
+    assert seconds_left(loaded, SyncOptions()) == 2700  # sync.max_time's default
+    cfg = client_config(tmp_path, "http://127.0.0.1:9", ["a"], hub={"timezone": "Asia/Shanghai"},
+                        sync={"deadline": "09:00", "max_time": None})
+    loaded = load_config(cfg, environ={})
+    shanghai = dt.timezone(dt.timedelta(hours=8))
+    at_0815 = SyncOptions(now=lambda: dt.datetime(2026, 12, 1, 8, 15, tzinfo=shanghai))
+    assert seconds_left(loaded, at_0815) == 45 * 60
+    by_hand = SyncOptions(now=lambda: dt.datetime(2026, 12, 1, 14, 0, tzinfo=shanghai))
+    assert seconds_left(loaded, by_hand) is None  # past today's deadline: not applied

@@ -63,7 +63,11 @@ class DatasetConfig(_Section):
 class SyncConfig(_Section):
     """How the client downloads and installs."""
 
-    max_time: float | None = Field(None, gt=0)
+    # The 08:15 sync must end before trading (09:15): on by default, cron and timer alike.
+    max_time: float | None = Field(2700, gt=0)  # seconds for the whole sync; null = no limit
+    deadline: str | None = Field(None, pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")  # HH:MM
+    min_rate: int = Field(1024, ge=0)  # bytes/s a download must keep up ... (0 = off)
+    min_rate_window: float = Field(60, gt=0)  # ... over this many seconds, or it fails
     max_total_bytes: int = Field(64 * 1024**3, gt=0)
     max_ratio: float = Field(200.0, gt=1)
     fsync: bool = True

@@ -123,14 +123,33 @@ def needs_update(remote: str | None, local: str | None, tz: dt.tzinfo) -> bool:
         return remote != local
 
 
+def seconds_left(loaded: LoadedConfig, opts: SyncOptions) -> float | None:
+    """How long this sync may take: ``--max-time`` or ``sync.max_time``, and no later than
+    ``sync.deadline`` (HH:MM today in the hub's zone; a deadline already past when the
+    sync starts, a run by hand in the afternoon, is not applied)."""
+    cfg = loaded.config.sync
+    limits = [t for t in (opts.max_time or cfg.max_time,) if t]
+    if cfg.deadline:
+        now = opts.now().astimezone(zone(loaded.config.hub.timezone))
+        hour, minute = (int(x) for x in cfg.deadline.split(":"))
+        until = (now.replace(hour=hour, minute=minute, second=0, microsecond=0)
+                 - now).total_seconds()
+        if until > 0:
+            limits.append(until)
+        else:
+            log.info("sync.deadline %s has passed today; only sync.max_time applies",
+                     cfg.deadline)
+    return min(limits) if limits else None
+
+
 def sync(loaded: LoadedConfig, opts: SyncOptions) -> list[DatasetResult]:
     """Sync the selected datasets; returns one result per dataset."""
     datasets = select(loaded, opts.names)
     if not datasets:
         raise ConfigError(f"{loaded.source or '<defaults>'}: datasets: none configured")
     state = ClientState(loaded.state_dir)
-    max_time = opts.max_time or loaded.config.sync.max_time
-    deadline = opts.clock() + max_time if max_time else None
+    max_time = seconds_left(loaded, opts)
+    deadline = opts.clock() + max_time if max_time is not None else None
     policy = RetryPolicy(attempts=loaded.config.hub.retries, sleep=opts.sleep,
                          deadline=max_time)
     with hold_lock(state.state_dir / "datasets.lock", loaded.config.sync.lock_wait):
@@ -275,7 +294,9 @@ def _install_full(loaded: LoadedConfig, state: ClientState, session: requests.Se
     done = download(session, remote, part, connect_timeout=hub.connect_timeout,
                     read_timeout=hub.timeout, policy=policy, progress=opts.progress,
                     deadline=deadline, clock=opts.clock,
-                    max_bytes=loaded.config.sync.max_total_bytes)
+                    max_bytes=loaded.config.sync.max_total_bytes,
+                    min_rate=loaded.config.sync.min_rate,
+                    min_rate_window=loaded.config.sync.min_rate_window)
     result.bytes_downloaded, result.resumed_from = done.transferred, done.resumed_from
     sync_cfg = loaded.config.sync
     version = InstalledVersion(

@@ -52,7 +52,9 @@ def install_delta(loaded: LoadedConfig, state: ClientState, session: requests.Se
     done = download(session, remote, part, connect_timeout=hub.connect_timeout,
                     read_timeout=hub.timeout, policy=policy, progress=progress,
                     deadline=deadline, clock=clock,
-                    max_bytes=loaded.config.sync.max_total_bytes)
+                    max_bytes=loaded.config.sync.max_total_bytes,
+                    min_rate=loaded.config.sync.min_rate,
+                    min_rate_window=loaded.config.sync.min_rate_window)
     result.bytes_downloaded, result.resumed_from = done.transferred, done.resumed_from
     sync_cfg = loaded.config.sync
     limits = ExtractLimits(max_total_bytes=sync_cfg.max_total_bytes, max_ratio=sync_cfg.max_ratio)

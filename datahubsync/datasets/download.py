@@ -71,7 +71,39 @@ class TooLong(IntegrityError):
 
 
 class DeadlineExceeded(TempFailError):
-    """``--max-time`` ran out."""
+    """``--max-time`` (sync.max_time, sync.deadline) ran out."""
+
+
+class TooSlow(TempFailError):
+    """The transfer stayed under sync.min_rate for sync.min_rate_window (curl's
+    --speed-limit/--speed-time); the part is kept for the next run."""
+
+
+@dataclass
+class RateWatch:
+    """Fails a download that moves fewer than ``minimum`` bytes/s over ``window`` s."""
+
+    minimum: int
+    window: float
+    clock: Callable[[], float]
+    started: float = 0.0
+    moved: int = 0
+
+    def begin(self) -> None:
+        self.started, self.moved = self.clock(), 0
+
+    def add(self, name: str, count: int) -> None:
+        if not self.minimum:
+            return
+        self.moved += count
+        elapsed = self.clock() - self.started
+        if elapsed < self.window:
+            return
+        if self.moved / elapsed < self.minimum:
+            raise TooSlow(f"{name}: {self.moved} bytes in the last {elapsed:.0f} s, under "
+                          f"sync.min_rate {self.minimum} B/s; the download is kept for the "
+                          "next run")
+        self.begin()
 
 
 def _identity(remote: RemotePackage) -> dict[str, Any]:
@@ -142,6 +174,8 @@ def download(
     deadline: float | None = None,
     clock: Callable[[], float] = time.monotonic,
     max_bytes: int | None = None,
+    min_rate: int = 0,
+    min_rate_window: float = 60.0,
 ) -> DownloadResult:
     """Download ``remote`` to ``part_path``, resuming a previous partial download.
 
@@ -165,10 +199,13 @@ def download(
     progress.advance(offset)
 
     limit = remote.size if remote.size is not None else max_bytes
+    rate = RateWatch(min_rate, min_rate_window, clock)
+    if min_rate:  # no byte for the whole window is a rate of 0: let the read time out there
+        read_timeout = min(read_timeout, min_rate_window)
 
     def attempt() -> None:
         _fetch(session, remote, part, state, connect_timeout, read_timeout, progress, deadline,
-               clock, limit)
+               clock, limit, rate)
 
     try:
         call_with_retry(attempt, policy)
@@ -201,7 +238,7 @@ def _restart(part: _Part, remote: RemotePackage, state: dict[str, Any], why: str
 def _fetch(session: requests.Session, remote: RemotePackage, part: _Part,
            state: dict[str, Any], connect_timeout: float, read_timeout: float,
            progress: Progress, deadline: float | None, clock: Callable[[], float],
-           limit: int | None) -> None:
+           limit: int | None, rate: RateWatch) -> None:
     offset: int = state["offset"]
     if remote.size is not None and offset == remote.size and offset > 0:
         return  # complete already; verified by the caller
@@ -214,7 +251,9 @@ def _fetch(session: requests.Session, remote: RemotePackage, part: _Part,
     if deadline is not None:
         left = deadline - clock()
         if left <= 0:
-            raise DeadlineExceeded(f"{remote.name}: --max-time reached before download finished")
+            raise DeadlineExceeded(f"{remote.name}: the sync's deadline (sync.max_time / "
+                                   "sync.deadline / --max-time) passed before the download "
+                                   "finished; the download is kept for the next run")
         read_timeout = min(read_timeout, left)
     response = raise_for_retryable(session.get(
         remote.url, headers=headers, stream=True, timeout=(connect_timeout, read_timeout)))
@@ -244,6 +283,7 @@ def _fetch(session: requests.Session, remote: RemotePackage, part: _Part,
             part.server_etag = etag
             part.save(remote)
         mode = "ab" if offset else "wb"
+        rate.begin()
         with open(part.path, mode) as fh:
             try:
                 for chunk in _arrived(response):
@@ -256,9 +296,12 @@ def _fetch(session: requests.Session, remote: RemotePackage, part: _Part,
                     state["transferred"] += len(chunk)
                     progress.advance(len(chunk))
                     CHUNK_WRITTEN.reached()
+                    rate.add(remote.name, len(chunk))
                     if deadline is not None and clock() > deadline:
-                        raise DeadlineExceeded(f"{remote.name}: --max-time reached after "
-                                               f"{state['offset']} bytes")
+                        raise DeadlineExceeded(
+                            f"{remote.name}: the sync's deadline (sync.max_time / sync.deadline"
+                            f" / --max-time) passed after {state['offset']} bytes; the "
+                            "download is kept for the next run")
             finally:
                 fh.flush()
                 os.fsync(fh.fileno())
