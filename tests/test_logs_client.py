@@ -393,3 +393,45 @@ def test_run_loop_notifies_systemd(tmp_path: Path, hub: Hub) -> None:
     assert messages[0] == "READY=1"
     assert "WATCHDOG=1" in messages
     assert server_stats(hub)["total_records"] == 1
+
+
+def test_status_is_healthy_with_millions_of_addresses_already_sent(tmp_path: Path,
+                                                                    hub: Hub) -> None:
+    """The seen-set grows with every address ever sent; it is not "queue size"."""
+    from datahubsync.core.config import load_config
+    from datahubsync.logs.service import open_queue
+
+    cfg = config(tmp_path, hub.url)
+    write_log(tmp_path / "sinkhole", "2025-12-09", 10, [line("8.8.8.8", hour=10)])
+    assert once(cfg)["uploaded"] == 1
+    with open_queue(load_config(cfg, environ={})) as queue:  # 3 million sent before
+        queue.db.execute("BEGIN")
+        queue.db.executemany("INSERT OR IGNORE INTO seen_ip (key, last_day) VALUES (?, 1)",
+                             ((k,) for k in range(1, 3_000_001)))
+        queue.db.execute("COMMIT")
+    assert (tmp_path / "client" / "logs" / "queue.db").stat().st_size > 10e6  # old: warning
+    status = run_cli(["--json", "logs", "status"], config=cfg).json()
+    assert status["health"] == "healthy" and status["pending"] == 0
+    assert status["pending_bytes"] == 0 and status["cached_ips"] >= 3_000_000
+    assert status["queue_file_bytes"] > 10e6  # shown, but not what health is judged by
+
+
+def test_upload_errors_in_a_row_then_logs_queue_and_purge(tmp_path: Path, hub: Hub) -> None:
+    folder = tmp_path / "sinkhole"
+    write_log(folder, "2025-12-09", 10, [line(ip, hour=10) for ip in public_ips(30, seed=11)])
+    cfg = config(tmp_path, hub.url)
+    hub.stop()
+    for n in range(1, 5):
+        once(cfg, expect=75)
+        status = run_cli(["--json", "logs", "status"], config=cfg, expect=None).json()
+        assert status["upload_errors"] == n
+        assert status["health"] == ("warning" if n <= 3 else "severe"), status
+    assert run_cli(["--json", "logs", "stats"], config=cfg).json()["totals"][
+        "upload_failures"] == 4
+    shown = run_cli(["--json", "logs", "queue"], config=cfg).json()
+    assert shown["pending"] == 30 and shown["oldest"]["ip"]
+    refused = run_cli(["logs", "queue", "--purge"], config=cfg, expect=1)  # no terminal: no
+    assert "Aborted" in refused.err
+    purged = run_cli(["--json", "logs", "queue", "--purge", "--yes"], config=cfg).json()
+    assert purged["purged"] == 30
+    assert run_cli(["--json", "logs", "queue"], config=cfg).json()["pending"] == 0

@@ -9,6 +9,7 @@ import click
 
 from datahubsync.cli.runner import AppContext, json_option, run_command
 from datahubsync.core.errors import EXIT_STATUS_HELP, ExitCode
+from datahubsync.core.timeutil import show_time
 
 STATUS_HELP = ("\b\nExit status (status): 0 healthy, 1 warning, 2 severe (queue depth or size "
                "over the thresholds in logs.health_*).")
@@ -99,7 +100,7 @@ def run(app: AppContext) -> int:
 @click.pass_obj
 @run_command
 def status(app: AppContext) -> int:
-    """Queue depth and size, files and offsets, last upload, health."""
+    """Health from records waiting, their size and uploads failed in a row; files, offsets."""
     from datahubsync.logs.service import open_queue
     from datahubsync.logs.service import status as get_status
 
@@ -107,10 +108,45 @@ def status(app: AppContext) -> int:
     with open_queue(loaded) as queue:
         doc = get_status(loaded, queue)
     app.emit({"message_type": "logs_status", **doc},
-             lambda: f"health: {doc['health']}; {doc['pending']} queued "
-                     f"({doc['queue_bytes'] / 1e6:.1f} MB); last upload {doc['last_upload']}; "
-                     f"{len(doc['files'])} files")
+             lambda: f"health: {doc['health']}; {doc['pending']} records waiting "
+                     f"({doc['pending_bytes'] / 1e6:.1f} MB); uploads failed in a row: "
+                     f"{doc['upload_errors']}; last upload {show_time(doc['last_upload'])}; "
+                     f"{doc['cached_ips']} addresses sent before (not sent again); "
+                     f"{len(doc['files'])} files, {doc['incomplete_files']} not finished")
     return int(doc["exit_code"])
+
+
+@logs.command("queue", epilog=EXIT_STATUS_HELP)
+@click.option("--purge", is_flag=True, help="Drop every record waiting to be sent")
+@click.option("--yes", is_flag=True, help="Do not ask before --purge (for scripts)")
+@json_option
+@click.pass_obj
+@run_command
+def queue_(app: AppContext, purge: bool, yes: bool) -> int:
+    """Show what waits to be sent; with --purge, drop it (after asking).
+
+    Dropped records are never sent: their addresses stay in the seen-set, so
+    they are not read again either. Use it when the endpoint will never take
+    them (a retired botnet type, a test run against the wrong server).
+    """
+    from datahubsync.core.locking import hold_lock
+    from datahubsync.logs.service import open_queue, pending_view
+
+    loaded = app.config()
+    with hold_lock(loaded.layout.logs_lock), open_queue(loaded) as queue:
+        doc = pending_view(queue)
+        if purge and doc["pending"]:
+            if not yes:
+                click.confirm(f"drop {doc['pending']} records waiting to be sent "
+                              f"({doc['pending_bytes'] / 1e6:.1f} MB)? They will never be sent",
+                              abort=True, err=True)
+            doc["purged"] = queue.purge()
+    app.emit({"message_type": "logs_queue", **doc},
+             lambda: f"{doc['pending']} records waiting ({doc['pending_bytes'] / 1e6:.1f} MB)"
+                     + (f"; oldest: {doc['oldest'].get('ip')} from {doc['oldest'].get('date')}"
+                        if doc["oldest"] else "")
+                     + (f"; dropped {doc['purged']}" if "purged" in doc else ""))
+    return ExitCode.OK
 
 
 @logs.command(epilog=EXIT_STATUS_HELP)

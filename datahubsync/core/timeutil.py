@@ -42,3 +42,35 @@ def from_timestamp_ns(ns: int, tz: dt.tzinfo) -> dt.datetime:
     """An aware datetime in ``tz`` from nanoseconds since the epoch (µs precision)."""
     seconds, rest = divmod(ns, 1_000_000_000)
     return dt.datetime.fromtimestamp(seconds, tz) + dt.timedelta(microseconds=rest // 1000)
+
+
+def show_time(value: object, empty: str = "never") -> str:
+    """The one way human output shows a moment: ``2026-12-01 08:15:03+08:00`` in this host's
+    zone, from an aware datetime, an ISO-8601 string (``+0000`` or ``+00:00``) or epoch
+    seconds; ``empty`` for None. JSON output keeps the value as stored."""
+    if value is None or value == "":
+        return empty
+    moment: dt.datetime | None = None
+    if isinstance(value, dt.datetime):
+        moment = value
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        moment = dt.datetime.fromtimestamp(float(value), dt.UTC)
+    elif isinstance(value, str):
+        text = value.strip()
+        try:
+            moment = dt.datetime.fromtimestamp(float(text), dt.UTC)
+        except ValueError:
+            try:
+                moment = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+            except ValueError:
+                return text
+    if moment is None:
+        return str(value)
+    if moment.tzinfo is None:
+        return moment.isoformat(sep=" ", timespec="seconds")
+    return moment.astimezone().isoformat(sep=" ", timespec="seconds")
+
+
+def show_value(value: object, empty: str = "-") -> str:
+    """An empty value in human output: ``-``, never Python's ``None``."""
+    return empty if value is None else str(value)

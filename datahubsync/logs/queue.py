@@ -191,6 +191,7 @@ class LogQueue:
                    "UPDATE SET value = value + excluded.value", (day, len(batch)))
         db.execute("INSERT OR REPLACE INTO meta VALUES ('last_upload', ?)",
                    (time.strftime("%Y-%m-%dT%H:%M:%S%z"),))
+        db.execute("INSERT OR REPLACE INTO meta VALUES ('upload_errors', '0')")
         db.execute("COMMIT")
         if self._depth is not None:
             self._depth -= max(removed, 0)
@@ -208,6 +209,44 @@ class LogQueue:
                                                 "ORDER BY day"):
             found.setdefault(day, {})[name] = value
         return found
+
+    def note_upload_failure(self, day: str) -> int:
+        """An upload that failed after its retries: counted in a row (for health, reset by
+        the next acknowledged batch) and per day (for stats). Returns the run length."""
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")
+        row = db.execute("SELECT value FROM meta WHERE key = 'upload_errors'").fetchone()
+        errors = int(row[0]) + 1 if row and str(row[0]).isdigit() else 1
+        db.execute("INSERT OR REPLACE INTO meta VALUES ('upload_errors', ?)", (str(errors),))
+        db.execute("INSERT INTO counters VALUES (?, 'upload_failures', 1) ON CONFLICT(day, name) "
+                   "DO UPDATE SET value = value + 1", (day,))
+        db.execute("COMMIT")
+        return errors
+
+    def pending_bytes(self) -> int:
+        """The size of what waits to be sent (the records, not the file: the file also
+        holds the seen-set, which grows with every distinct address ever sent)."""
+        return int(self.db.execute("SELECT coalesce(sum(length(record)), 0) FROM queue")
+                   .fetchone()[0])
+
+    def oldest_pending(self) -> str | None:
+        row = self.db.execute("SELECT record FROM queue ORDER BY id LIMIT 1").fetchone()
+        return row[0] if row else None
+
+    def cached_ips(self) -> int:
+        """Addresses in the seen-set (sent before: not sent again under dedupe)."""
+        return int(self.db.execute("SELECT count(*) FROM seen_ip").fetchone()[0])
+
+    def purge(self) -> int:
+        """Drop every record waiting to be sent (and the batch in flight); returns how many.
+        Their addresses stay in the seen-set, so they are not read and sent again."""
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")
+        removed = db.execute("DELETE FROM queue").rowcount
+        db.execute("DELETE FROM batch")
+        db.execute("COMMIT")
+        self._depth = 0
+        return max(removed, 0)
 
     def size_bytes(self) -> int:
         total = 0

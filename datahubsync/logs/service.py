@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
+import json
 import logging
 import os
 import time
@@ -111,11 +112,15 @@ def one_pass(loaded: LoadedConfig, queue: LogQueue, listing: Listing, uploader: 
     return result
 
 
-def health(cfg: Any, pending: int, queue_mb: float) -> tuple[str, int]:
-    """healthy / warning / severe from the seed's thresholds, and the exit code for each."""
-    if pending > cfg.health_pending_severe or queue_mb > cfg.health_queue_mb_severe:
+def health(cfg: Any, pending: int, queue_mb: float, upload_errors: int = 0) -> tuple[str, int]:
+    """healthy / warning / severe, and the exit code for each, from three inputs: records
+    waiting (< 1 000 / 1 000-5 000 / > 5 000), their size (< 10 / 10-50 / > 50 MB) and
+    uploads failed in a row (0 / 1-3 / > 3)."""
+    if pending > cfg.health_pending_severe or queue_mb > cfg.health_queue_mb_severe \
+            or upload_errors > 3:
         return "severe", 2
-    if pending >= cfg.health_pending_warning or queue_mb >= cfg.health_queue_mb_warning:
+    if pending >= cfg.health_pending_warning or queue_mb >= cfg.health_queue_mb_warning \
+            or upload_errors >= 1:
         return "warning", 1
     return "healthy", 0
 
@@ -123,21 +128,32 @@ def health(cfg: Any, pending: int, queue_mb: float) -> tuple[str, int]:
 def status(loaded: LoadedConfig, queue: LogQueue) -> dict[str, Any]:
     cfg = loaded.config.logs
     pending = queue.depth()
-    size = queue.size_bytes()
-    state, code = health(cfg, pending, size / 1e6)
+    pending_bytes = queue.pending_bytes()
+    errors = int(queue.meta("upload_errors") or 0)
+    state, code = health(cfg, pending, pending_bytes / 1e6, errors)
+    files = queue.files()
     return {"health": state, "exit_code": code, "pending": pending,
-            "queue_bytes": size, "last_upload": queue.meta("last_upload"),
-            "last_pass": queue.meta("last_pass"),
-            "files": [{"path": f.path, "offset": f.offset, "done": f.done}
-                      for f in queue.files()]}
+            "pending_bytes": pending_bytes, "upload_errors": errors,
+            "queue_file_bytes": queue.size_bytes(), "cached_ips": queue.cached_ips(),
+            "incomplete_files": sum(1 for f in files if not f.done),
+            "last_upload": queue.meta("last_upload"), "last_pass": queue.meta("last_pass"),
+            "files": [{"path": f.path, "offset": f.offset, "done": f.done} for f in files]}
+
+
+def pending_view(queue: LogQueue) -> dict[str, Any]:
+    """What waits to be sent: how many records, their size, the oldest one."""
+    oldest = queue.oldest_pending()
+    return {"pending": queue.depth(), "pending_bytes": queue.pending_bytes(),
+            "oldest": json.loads(oldest) if oldest else None}
 
 
 def stats(queue: LogQueue) -> dict[str, Any]:
     days = queue.counters()
-    names = ("lines", "ips", "queued", "dup_day", "dup_global", "dropped", "uploaded")
+    names = ("lines", "ips", "queued", "dup_day", "dup_global", "dropped", "uploaded",
+             "upload_failures")
     totals = {n: sum(d.get(n, 0) for d in days.values()) for n in names}
     ips = totals["ips"] or 1
-    return {"totals": totals,
+    return {"totals": totals, "cached_ips": queue.cached_ips(),
             "dedupe_rate": round((totals["dup_day"] + totals["dup_global"]) / ips, 4),
             "per_day": [{"date": day, **{n: d.get(n, 0) for n in names}}
                         for day, d in sorted(days.items())]}

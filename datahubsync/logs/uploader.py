@@ -128,7 +128,11 @@ class Uploader:
             if batch is None:
                 return sent
             BATCH_CLAIMED.reached()
-            answer = self.post(self.payload(batch.texts), batch.key)
+            try:
+                answer = self.post(self.payload(batch.texts), batch.key)
+            except (TempFailError, RefusedError):
+                queue.note_upload_failure(time.strftime("%Y-%m-%d"))
+                raise
             BATCH_ACKED.reached()
             received = answer.get("received_count")
             if received is not None and received != len(batch):
