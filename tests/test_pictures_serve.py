@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from datahubsync.core.lastsend import LastSend, last_send_path, read_last_send
+from datahubsync.pictures.lastsend import LastSend, last_send_path, read_last_send
 from tests.helpers import run_cli
 from tests.legacy_picture_client import fetch, read_all, request_frame
 from tests.pictures_serve_kit import TOKEN, PictureHub, start_picture_hub

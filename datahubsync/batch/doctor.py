@@ -10,7 +10,8 @@ from datahubsync.core.doctor import Check
 from datahubsync.core.errors import ConfigError
 
 
-def batch_checks(loaded: LoadedConfig, today: dt.date | None = None) -> list[Check]:
+def batch_checks(loaded: LoadedConfig, min_free_bytes: int = 0,
+                 today: dt.date | None = None) -> list[Check]:
     """One check per pg-copy job and one for the calendar; none without batch jobs."""
     cfg = loaded.config.batch
     checks: list[Check] = []

@@ -14,7 +14,7 @@ from datahubsync.cli.datasets import datasets
 from datahubsync.cli.doctor import doctor
 from datahubsync.cli.logs import logs
 from datahubsync.cli.pictures import pictures
-from datahubsync.cli.runner import AppContext, json_option
+from datahubsync.cli.runner import AppContext, accept_root_options, json_option
 from datahubsync.cli.serve import serve
 from datahubsync.core.errors import EXIT_STATUS_HELP
 
@@ -74,6 +74,7 @@ cli.add_command(doctor)
 cli.add_command(batch)
 cli.add_command(logs)
 cli.add_command(pictures)
+accept_root_options(cli)
 
 
 def main() -> None:

@@ -9,6 +9,7 @@ import click
 
 from datahubsync.cli.runner import AppContext, json_option, render_table, run_command
 from datahubsync.core.errors import EXIT_STATUS_HELP, ExitCode
+from datahubsync.core.timeutil import show_time
 
 BATCH_EXIT_HELP = EXIT_STATUS_HELP.replace(
     "  1   some items failed (the others were done)\n",
@@ -162,7 +163,7 @@ def _summary(doc: dict[str, Any], detail: bool = False) -> str:
     if doc.get("current_date"):
         lines.append(f"  current day: {doc['current_date']}")
     if doc.get("estimated_completion") and doc["status"] == "running":
-        lines.append(f"  estimated completion: {doc['estimated_completion']}")
+        lines.append(f"  estimated completion: {show_time(doc['estimated_completion'])}")
     if doc.get("duration_seconds") is not None:
         lines.append(f"  duration: {doc['duration_seconds']:.1f}s")
     if doc.get("message"):

@@ -10,6 +10,7 @@ import click
 
 from datahubsync.cli.runner import AppContext, json_option, render_table, run_command
 from datahubsync.core.errors import EXIT_STATUS_HELP, ExitCode
+from datahubsync.core.timeutil import show_time, show_value
 
 
 @click.group()
@@ -50,11 +51,13 @@ def sync(app: AppContext, names: tuple[str, ...], force: bool, dry_run: bool,
 
 def _sync_line(r: Any) -> str:
     detail = {
-        "installed": f"installed {r.remote_last_updated} ({r.method}: {r.bytes_downloaded} "
-                     f"bytes downloaded{', resumed' if r.resumed_from else ''}, "
+        "installed": f"installed {show_time(r.remote_last_updated)} ({r.method}: "
+                     f"{r.bytes_downloaded} bytes downloaded"
+                     f"{', resumed' if r.resumed_from else ''}, "
                      f"{r.seconds:.1f}s{_delta_counts(r)})",
-        "up_to_date": f"up to date ({r.local_last_updated})",
-        "would_install": f"would install {r.remote_last_updated} ({r.package_size} bytes)",
+        "up_to_date": f"up to date ({show_time(r.local_last_updated)})",
+        "would_install": f"would install {show_time(r.remote_last_updated)} "
+                         f"({show_value(r.package_size)} bytes)",
         "skipped": f"skipped: {r.message}",
     }.get(r.status, f"FAILED: {r.message}")
     return f"{r.name}: {detail}"
@@ -73,39 +76,13 @@ def _delta_counts(r: Any) -> str:
 @run_command
 def list_(app: AppContext) -> int:
     """Show what the hub offers next to what is installed here."""
-    from datahubsync.core.http import RetryPolicy, make_session
-    from datahubsync.core.timeutil import zone
-    from datahubsync.datasets.client import hub_catalog, needs_update
-    from datahubsync.datasets.state import ClientState
+    from datahubsync.datasets.views import list_view
 
-    loaded = app.config()
-    local = ClientState(loaded.state_dir).last_sync()
-    configured = {d.name for d in loaded.config.datasets}
-    tz = zone(loaded.config.hub.timezone)
-    with make_session() as session:
-        catalog = hub_catalog(loaded, session, RetryPolicy(attempts=loaded.config.hub.retries))
-    rows = []
-    for name in sorted(set(catalog) | configured):
-        remote = catalog.get(name, {})
-        mine = local.get(name)
-        if name not in catalog:
-            state = "not offered by hub"
-        elif name not in configured:
-            state = "not configured"
-        elif mine is None:
-            state = "not installed"
-        else:
-            newer = needs_update(remote.get("last_updated"), mine, tz)
-            state = "outdated" if newer else "up to date"
-        rows.append({"name": name, "configured": name in configured,
-                     "remote_last_updated": remote.get("last_updated"),
-                     "package_ready": remote.get("package_ready"),
-                     "package_size": remote.get("package_size"),
-                     "local_last_updated": mine, "state": state})
+    rows = list_view(app.config())
     app.emit({"message_type": "list", "datasets": rows}, lambda: render_table(
         ["NAME", "HUB VERSION", "SIZE", "LOCAL VERSION", "STATE"],
-        [[r["name"], r["remote_last_updated"] or "-", str(r["package_size"] or "-"),
-          r["local_last_updated"] or "-", r["state"]] for r in rows]))
+        [[r["name"], show_time(r["remote_last_updated"], "-"), show_value(r["package_size"]),
+          show_time(r["local_last_updated"], "-"), r["state"]] for r in rows]))
     return 0
 
 
@@ -115,30 +92,16 @@ def list_(app: AppContext) -> int:
 @run_command
 def status(app: AppContext) -> int:
     """Show the local state of each configured dataset (no network)."""
-    from datahubsync.datasets.state import ClientState
+    from datahubsync.datasets.views import status_view
 
     loaded = app.config()
-    state = ClientState(loaded.state_dir)
-    last = state.last_sync()
-    rows = []
-    for ds in loaded.config.datasets:
-        record = state.record(ds.name)
-        part = state.part_path(ds.name)
-        rows.append({
-            "name": ds.name, "local_dir": str(ds.local_dir), "mode": ds.mode,
-            "present": ds.local_dir.is_dir(), "last_updated": last.get(ds.name),
-            "installed_at": record.current.installed_at if record.current else None,
-            "previous": [p.last_updated for p in record.previous],
-            "skip_last_updated": record.skip_last_updated,
-            "partial_download_bytes": part.stat().st_size if part.exists() else 0,
-            "interrupted_install": state.journal_path(ds.name).exists(),
-        })
-    app.emit({"message_type": "status", "state_dir": str(state.state_dir), "datasets": rows},
+    rows = status_view(loaded)
+    app.emit({"message_type": "status", "state_dir": str(loaded.state_dir), "datasets": rows},
              lambda: render_table(
                  ["NAME", "VERSION", "PRESENT", "PREVIOUS", "PARTIAL", "LOCAL DIR"],
-                 [[r["name"], r["last_updated"] or "-", "yes" if r["present"] else "NO",
-                   str(len(r["previous"])), str(r["partial_download_bytes"]), r["local_dir"]]
-                  for r in rows]))
+                 [[r["name"], show_time(r["last_updated"], "-"),
+                   "yes" if r["present"] else "NO", str(len(r["previous"])),
+                   str(r["partial_download_bytes"]), r["local_dir"]] for r in rows]))
     return 0
 
 
@@ -166,7 +129,7 @@ def rollback(app: AppContext, name: str) -> int:
     current = record.current.last_updated if record.current else None
     app.emit({"message_type": "rollback", "name": name, "last_updated": current,
               "skip_last_updated": record.skip_last_updated},
-             lambda: f"{name}: rolled back to {current}")
+             lambda: f"{name}: rolled back to {show_time(current)}")
     return 0
 
 
@@ -195,6 +158,7 @@ def publish(app: AppContext, out: Path, data_root: Path | None, force: bool) -> 
         result = do_publish(loaded, out, force)
     app.emit({"message_type": "publish", "out": str(result.out), "datasets": result.datasets,
               "decisions": result.built},
-             lambda: "\n".join(f"{d['name']}: {d['last_updated']} ({d['package_size']} bytes)"
+             lambda: "\n".join(f"{d['name']}: {show_time(d['last_updated'])} "
+                               f"({d['package_size']} bytes)"
                                f" — {result.built.get(d['name'], '')}" for d in result.datasets))
     return 0

@@ -15,19 +15,23 @@ from datahubsync.core.errors import EXIT_STATUS_HELP, ExitCode
 @click.pass_obj
 @run_command
 def doctor(app: AppContext, min_free: int) -> int:
-    """Check config, directories, free disk and the hub; print what to fix.
+    """Check the config and every configured section; print what to fix.
+
+    \b
+    Always: the config, state_dir and the log file directory (writable, free disk).
+    datasets: each local_dir, the hub (reachable, clock skew); serve.data_root.
+    logs: the log directory and its files, the queue and its health, the endpoint.
+    pictures: task table, picture server, mirror, ledger; serve's last picture send.
+    batch: each pg-copy job's table, the trading calendar.
 
     Exits 0 when every check passes, 1 when any fails, 2 when the config
     itself is invalid.
     """
-    from datahubsync.batch.doctor import batch_checks
     from datahubsync.core.doctor import run_checks
-    from datahubsync.pictures.doctor import picture_checks
+    from datahubsync.features import DOCTOR_CHECKS
 
     loaded = app.config()
-    checks = run_checks(loaded, min_free_bytes=min_free * 1024 * 1024)
-    checks += batch_checks(loaded)
-    checks += picture_checks(loaded)
+    checks = run_checks(loaded, min_free * 1024 * 1024, DOCTOR_CHECKS)
     failed = [c for c in checks if not c.ok]
     app.emit({"message_type": "doctor", "ok": not failed,
               "checks": [c.__dict__ for c in checks]},

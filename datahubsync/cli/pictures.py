@@ -9,6 +9,7 @@ import click
 
 from datahubsync.cli.runner import AppContext, json_option, render_table, run_command
 from datahubsync.core.errors import EXIT_STATUS_HELP, ExitCode
+from datahubsync.core.timeutil import show_time, show_value
 
 
 @click.group()
@@ -35,6 +36,14 @@ def _worker(app: AppContext, heartbeat: Any = None) -> Any:
 
 def _lock_path(app: AppContext) -> Any:
     return app.config().layout.pictures_lock
+
+
+def _cursor(cursor: Any) -> str:
+    if not cursor:
+        return "none yet"
+    if isinstance(cursor, dict):
+        return ", ".join(f"{k} {show_value(v)}" for k, v in cursor.items())
+    return str(cursor)
 
 
 def _summary(result: Any) -> str:
@@ -125,8 +134,9 @@ def status(app: AppContext, limit: int) -> int:
         files, tasks = doc["files"], doc["tasks"]
         lines = ["files: " + ", ".join(f"{k} {v}" for k, v in files.items()),
                  "tasks: " + ", ".join(f"{k} {v}" for k, v in tasks.items()),
-                 f"cursor: {doc['cursor']}",
-                 f"last pass {doc['last_pass']}, last download {doc['last_download']}"]
+                 f"cursor: {_cursor(doc['cursor'])}",
+                 f"last pass {show_time(doc['last_pass'])}, last download "
+                 f"{show_time(doc['last_download'])}"]
         if doc["problems"]:
             lines.append(render_table(
                 ["TASK", "#", "STATE", "ATTEMPTS", "PATH", "LAST ERROR"],

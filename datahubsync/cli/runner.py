@@ -69,6 +69,37 @@ def json_option(func: F) -> F:
                         callback=callback, help="Print results as JSON")(func)
 
 
+def _set_root(name: str) -> Any:
+    def callback(ctx: click.Context, _param: click.Parameter, value: Any) -> Any:
+        if value is not None:
+            app = ctx.find_object(AppContext)
+            if app is not None:
+                setattr(app, name, value.upper() if name == "log_level" else value)
+        return value
+    return callback
+
+
+def accept_root_options(group: click.Group) -> None:
+    """Let every command take ``--config`` and ``--log-level`` after its name too
+    (``datahubsync datasets sync --config x.yaml``), as users type them."""
+    for command in group.commands.values():
+        if isinstance(command, click.Group):
+            accept_root_options(command)
+            continue
+        names = {o for p in command.params for o in getattr(p, "opts", [])}
+        if "--config" not in names:
+            command.params.append(click.Option(
+                ["--config", "config_path"], type=click.Path(dir_okay=False),
+                expose_value=False, callback=_set_root("config_path"),
+                help="Config file (as before the command name)"))
+        if "--log-level" not in names:
+            command.params.append(click.Option(
+                ["--log-level"], type=click.Choice(["debug", "info", "warning", "error"],
+                                                   case_sensitive=False),
+                expose_value=False, callback=_set_root("log_level"),
+                help="Override logging.level (as before the command name)"))
+
+
 def run_command(func: F) -> F:
     """Wrap a command: map our errors to exit codes, one line each."""
 

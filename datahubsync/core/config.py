@@ -426,6 +426,11 @@ class LoadedConfig:
     config: Config
     source: Path | None
     overrides: dict[str, str] = field(default_factory=dict)
+    sections: frozenset[str] = frozenset()  # top-level keys the file or environment set
+
+    def configured(self, section: str) -> bool:
+        """Did the user configure ``section`` (not only its defaults)?"""
+        return section in self.sections
 
     @property
     def state_dir(self) -> Path:
@@ -581,7 +586,8 @@ def load_config(
         more = f" (+{exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
         raise ConfigError(f"{label}: {path}{via}: {_describe(first)}{more}") from None
     base = source.resolve().parent if source else Path.cwd()
-    loaded = LoadedConfig(_resolve_paths(config, base), source, overrides)
+    loaded = LoadedConfig(_resolve_paths(config, base), source, overrides,
+                          frozenset(k for k, v in data.items() if v is not None))
     problem = path_problem(loaded)
     if problem:
         path, message = problem

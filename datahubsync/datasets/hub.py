@@ -61,6 +61,17 @@ class Builder:
     wall_clock: Callable[[], float] = time.time
     _pending: dict[str, _Pending] = field(default_factory=dict)
     _refused: set[str] = field(default_factory=set)  # said once, not every pass
+    warnings: dict[str, str] = field(default_factory=dict)  # standing problems, for /health
+    _said: dict[str, float] = field(default_factory=dict)
+
+    def _warn(self, key: str, message: str, every: float = 300.0) -> None:
+        """Log a standing problem when it starts, then at most every ``every`` seconds
+        (the catalog is re-read every second in every worker)."""
+        now = self.clock()
+        if self.warnings.get(key) != message or now - self._said.get(key, -every) >= every:
+            log.warning("%s", message)
+            self._said[key] = now
+        self.warnings[key] = message
 
     def dataset_names(self) -> list[str]:
         """Configured names, or the visible sub-directories of data_root."""
@@ -72,8 +83,12 @@ class Builder:
                 if e.is_dir(follow_symlinks=True) and not e.name.startswith(".")
             )
         except FileNotFoundError:
-            log.warning("data_root %s does not exist", self.settings.data_root)
+            self._warn("data_root", f"data_root {self.settings.data_root} does not exist: "
+                                    "no dataset is scanned or built")
             return []
+        finally:
+            if self.settings.data_root.is_dir():
+                self.warnings.pop("data_root", None)
 
     def run_once(self, force: bool = False) -> dict[str, Decision]:
         """One pass over every dataset; returns what was decided for each."""

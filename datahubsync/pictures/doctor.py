@@ -15,17 +15,19 @@ def configured(cfg: Any) -> bool:
     return bool(cfg.database_url or cfg.server_url or cfg.legacy_host or cfg.source == "push")
 
 
-def picture_checks(loaded: LoadedConfig, now: float | None = None) -> list[Check]:
-    """None unless the pictures client is configured on this host."""
+def picture_checks(loaded: LoadedConfig, min_free_bytes: int = 0,
+                   now: float | None = None) -> list[Check]:
+    """None unless the pictures client (or serve's picture roots) is configured here."""
     cfg = loaded.config.pictures
+    sends = [picture_send_check(loaded, now)] if loaded.config.serve.picture_roots else []
     if not configured(cfg):
-        return []
+        return sends
     checks = [writable_check("pictures.local_root", cfg.local_root)]
     if cfg.source == "sql":
         checks.append(_table_check(cfg))
     checks.append(_server_check(cfg))
     checks.append(_ledger_check(loaded, time.time() if now is None else now))
-    return checks
+    return checks + sends
 
 
 def _table_check(cfg: Any) -> Check:
@@ -94,3 +96,33 @@ def _ledger_check(loaded: LoadedConfig, now: float) -> Check:
                      f"{(now - float(last)) / 3600:.1f} h while files wait",
                      "is `datahubsync pictures run` running? see its journal")
     return Check("pictures ledger", True, detail)
+
+
+def picture_send_check(loaded: LoadedConfig, now: float | None = None) -> Check:
+    """Has ``serve`` sent a picture within ``serve.picture_stale_after``?
+
+    The seed's server restarted itself after 24 h without a send; a long
+    silence usually means clients stopped asking (their poller or the task
+    table is stuck), not that the server is broken, so it is reported here.
+    """
+    import datetime as dt
+    import time
+
+    from datahubsync.pictures.lastsend import last_send_path, read_last_send
+
+    path = last_send_path(loaded.state_dir)
+    last = read_last_send(path)
+    if last is None:
+        return Check("picture sends", True, f"no picture sent yet ({path} absent)")
+    age = (time.time() if now is None else now) - last
+    when = dt.datetime.fromtimestamp(last).astimezone().isoformat(timespec="seconds")
+    limit = loaded.config.serve.picture_stale_after
+    if age > limit:
+        return Check("picture sends", False,
+                     f"last picture sent {age / 3600:.1f} h ago ({when}), "
+                     f"more than serve.picture_stale_after ({limit / 3600:.1f} h)",
+                     "check that picture clients run (datahubsync pictures status on them), "
+                     "that the task table gets new rows, and serve's log")
+    return Check("picture sends", True, f"last picture sent {age / 60:.0f} min ago ({when})")
+
+

@@ -35,8 +35,8 @@ from aiohttp.web_fileresponse import _FileResponseResult
 from datahubsync.core.auth import presented_token, token_matches
 from datahubsync.core.config import LoadedConfig
 from datahubsync.core.httprange import normalise
-from datahubsync.core.lastsend import LastSend, last_send_path
 from datahubsync.core.metrics import Metrics
+from datahubsync.pictures.lastsend import LastSend, last_send_path
 from datahubsync.pictures.paths import Mapped, Root, make_roots, map_path, resolve_beneath
 from datahubsync.pictures.sendstats import SendStats
 

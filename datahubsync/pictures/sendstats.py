@@ -20,8 +20,8 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
-from datahubsync.core.lastsend import LastSend
 from datahubsync.core.metrics import Metrics
+from datahubsync.pictures.lastsend import LastSend
 
 log = logging.getLogger(__name__)
 

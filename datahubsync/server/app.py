@@ -86,7 +86,13 @@ async def _count_bytes(request: web.Request, response: web.StreamResponse) -> No
 
 
 async def health(request: web.Request) -> web.Response:
-    return web.json_response({"status": "ok"})
+    """``{"status": "ok"}`` as the existing hub answers, plus ``warnings`` when something
+    stands in the way (a missing data_root): the process is up, the data may not be."""
+    doc: dict[str, Any] = {"status": "ok"}
+    builder = request.app.get(dataset_routes.BUILDER)
+    if builder is not None and builder.warnings:
+        doc["warnings"] = sorted(builder.warnings.values())
+    return web.json_response(doc)
 
 
 async def metrics_text(request: web.Request) -> web.Response:

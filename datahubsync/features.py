@@ -1,0 +1,16 @@
+"""The one list of features and what each contributes to the shared mechanisms.
+
+Listed here, not registered by import side effects, so nothing silently drops
+out of the frozen binary; ``core`` takes these lists as arguments and never
+imports a feature.
+"""
+
+from __future__ import annotations
+
+from datahubsync.batch.doctor import batch_checks
+from datahubsync.datasets.doctor import dataset_checks
+from datahubsync.logs.doctor import logs_checks
+from datahubsync.pictures.doctor import picture_checks
+
+# ``datahubsync doctor``: each feature's checks, in the order they are printed.
+DOCTOR_CHECKS = (dataset_checks, logs_checks, picture_checks, batch_checks)
