@@ -150,6 +150,24 @@ def _yaml_keys(node: object, prefix: str = "") -> set[str]:
     return keys
 
 
+def _uncommented(text: str) -> str:
+    """The example with its optional blocks (lines starting ``#~``) switched on: each
+    replaces the active ``key: <default>`` line just before it."""
+    lines = text.splitlines()
+    out: list[str] = []
+    for n, line in enumerate(lines):
+        if line.startswith("#~"):
+            out.append(line[2:])
+            continue
+        key = line.split(":", 1)[0]
+        following = next((x for x in lines[n + 1:] if not x.strip().startswith("#")
+                          or x.startswith("#~")), "")
+        if following.startswith("#~") and following[2:].split(":", 1)[0] == key:
+            continue
+        out.append(line)
+    return "\n".join(out)
+
+
 def test_example_config_documents_every_key_and_loads() -> None:
     import yaml
 
@@ -157,6 +175,53 @@ def test_example_config_documents_every_key_and_loads() -> None:
     from tests.helpers import ROOT
 
     example = ROOT / "config_client_example.yaml"
-    documented = _yaml_keys(yaml.safe_load(example.read_text()))
+    documented = _yaml_keys(yaml.safe_load(_uncommented(example.read_text())))
     assert _model_keys(Config) == documented
     load_config(example, {})  # and it is valid
+
+
+def test_a_copied_example_opens_no_port_and_runs_no_job_nobody_asked_for(
+        tmp_path: Path) -> None:
+    """Optional listeners and jobs are documented commented out; switched on, the
+    optional blocks are valid too."""
+    from tests.helpers import ROOT
+
+    text = (ROOT / "config_client_example.yaml").read_text()
+    loaded = load_config(ROOT / "config_client_example.yaml", {})
+    serve = loaded.config.serve
+    assert serve.legacy_tcp is None and serve.picture_roots == []
+    assert loaded.config.batch.jobs == {}
+    assert serve.host == "0.0.0.0" and serve.port == 8080  # serve's own, only when run
+    switched_on = tmp_path / "all.yaml"
+    switched_on.write_text(_uncommented(text))
+    everything = load_config(switched_on, {})
+    assert everything.config.serve.legacy_tcp is not None
+    assert set(everything.config.batch.jobs) == {"stock-daily", "nightly-export"}
+
+
+def test_example_values_are_the_true_defaults() -> None:
+    """Every active value in the example is what the tool uses when the key is left out,
+    except the few that show how a value looks (addresses, names, paths)."""
+    import yaml
+
+    from datahubsync.core.config import Config
+    from tests.helpers import ROOT
+
+    shown = {"hub.url", "hub.timezone", "datasets", "logging.file", "logging.level",
+             "state_dir", "serve.data_root", "serve.timezone", "logs.log_dir",
+             "pictures.local_root", "pictures.database_url", "pictures.source"}
+    example = yaml.safe_load((ROOT / "config_client_example.yaml").read_text())
+    defaults = Config().model_dump(mode="json")
+    different = []
+    for section, body in example.items():
+        if not isinstance(body, dict):
+            if section not in shown and body != defaults.get(section):
+                different.append(section)
+            continue
+        for key, value in body.items():
+            path = f"{section}.{key}"
+            if path in shown or isinstance(value, dict):
+                continue
+            if value != defaults[section][key]:
+                different.append(f"{path}: example {value!r}, default {defaults[section][key]!r}")
+    assert different == []
