@@ -1,6 +1,6 @@
 """``kind: pg-copy``: one day's CSV rows into a PostgreSQL table with COPY.
 
-Each day is one transaction on a fresh connection (the seed learned that a
+Each day is one transaction on a fresh connection (the old script learned that a
 reused connection dies between days): delete that day's rows, COPY the new
 ones, check that every row carries that day's date, commit. Re-running a day
 therefore never duplicates rows, and a failed or killed day leaves the table
@@ -107,7 +107,7 @@ class PgCopyUnit:
     Each worker thread keeps its connection from one day to the next (a new
     backend per day cost 12–25 ms a day, a quarter of a 50 000-row day), but a
     connection that saw any error is closed and the next day opens a fresh one:
-    the seed's "connection already closed" came from reusing a dead one.
+    the old client's "connection already closed" came from reusing a dead one.
     """
 
     def __init__(self, name: str, cfg: Any) -> None:

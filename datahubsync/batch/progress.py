@@ -3,7 +3,7 @@
 One JSON file per task in ``{state_dir}/batch/tasks/``, written atomically
 (temp file, fsync, rename), so a reader (the API, ``batch status``, a
 monitoring script) never sees half a document, and a crash or kill -9 leaves
-the per-day outcomes that ``batch resume`` needs. The seed kept this in
+the per-day outcomes that ``batch resume`` needs. The old script kept this in
 memory only and forgot it after 30 minutes or on restart.
 """
 

@@ -247,7 +247,7 @@ class PictureRoot(_Section):
 
 
 class LegacyTcpConfig(_Section):
-    """The seed's one-file-per-connection picture protocol, for old clients."""
+    """The old one-file-per-connection picture protocol, for old clients."""
 
     host: str = "0.0.0.0"
     port: int = Field(5000, ge=0, le=65535)
@@ -302,7 +302,7 @@ class ServeConfig(_Section):
     logs_ingest: LogsIngestConfig = Field(default_factory=LogsIngestConfig)
     picture_roots: list[PictureRoot] = Field(default_factory=list)  # GET /files/...; [] = off
     picture_stale_after: float = Field(86400, gt=0)  # doctor warns: no picture sent for this long
-    legacy_tcp: LegacyTcpConfig | None = None  # the seed's TCP protocol; needs picture_roots
+    legacy_tcp: LegacyTcpConfig | None = None  # the old clients' TCP protocol; needs picture_roots
 
     @field_validator("trusted_networks", "trusted_proxies")
     @classmethod

@@ -3,7 +3,7 @@
 The batch API runs each job as ``datahubsync batch run`` in its own process
 (so a server restart neither kills nor forgets it). Frozen, that is the binary
 itself; from a virtualenv, ``python -m datahubsync``. We never re-exec the
-current process and never touch PATH (seed 000 did, and its PATH grew without
+current process and never touch PATH (the old picture client did, and its PATH grew without
 bound).
 """
 

@@ -1,6 +1,6 @@
 """The hub's HTTP routes: ``/api/datasets`` and ``/package/{name}.zip``.
 
-Compatibility (DESIGN.md): the JSON keys of the existing hub, plus
+Compatibility with the existing hub and its clients: the JSON keys of the existing hub, plus
 ``generated_at`` and per dataset ``sha256``, ``etag``, ``version``. A plain GET
 of a package answers 200 (old clients accept nothing else); Range gives 206,
 If-Range with a stale validator gives the whole file again. Package names are

@@ -3,7 +3,7 @@
 Reading a chunk and the server storing a batch take turns otherwise: with
 the server on another core, a pass spent a fifth of its time waiting for
 acknowledgements. The thread drains the queue (whole batches, once
-``force_upload_threshold`` records wait, as the seed did) while the reader
+``force_upload_threshold`` records wait, as the old script did) while the reader
 goes on; the reader only pokes it after each committed chunk. Nothing about
 durability changes: records are committed before the thread can see them,
 and a batch leaves the queue only when acknowledged, under its own key.

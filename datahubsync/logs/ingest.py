@@ -1,6 +1,6 @@
 """``POST /api/v1/logs/ips`` in ``serve``: the endpoint ``datahubsync logs`` uploads to.
 
-The contract of the existing service (DESIGN.md): ``X-API-Key`` (401 without a
+The contract of the existing ingest service, which old senders speak: ``X-API-Key`` (401 without a
 valid one), source networks (403), ``{"botnet_type", "ip_data": [...],
 "source_ip"}`` → 200 ``{"received_count": n}``. Added: a body limit (413),
 validation naming the field (400), and ``Idempotency-Key``: a repeated batch

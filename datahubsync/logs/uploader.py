@@ -1,6 +1,8 @@
 """Send queued records in batches; a batch leaves the queue only after a 2xx.
 
-The payload is the existing service's (DESIGN.md); each batch carries an
+The payload is the existing ingest service's: ``{"botnet_type", "source_ip",
+"ip_data": [{"ip", "timestamp", "timestamp_source", "date", "log_hour",
+"botnet_type", "raw_line_prefix"}]}`` with ``X-API-Key``; each batch carries an
 ``Idempotency-Key`` that is stored with it, so the batch re-sent after a
 crash or a lost answer has the same key and the server stores it once.
 401/403 stop the run at once with a clear message (exit 2): retrying a wrong

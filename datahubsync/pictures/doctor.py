@@ -101,7 +101,7 @@ def _ledger_check(loaded: LoadedConfig, now: float) -> Check:
 def picture_send_check(loaded: LoadedConfig, now: float | None = None) -> Check:
     """Has ``serve`` sent a picture within ``serve.picture_stale_after``?
 
-    The seed's server restarted itself after 24 h without a send; a long
+    The old picture server restarted itself after 24 h without a send; a long
     silence usually means clients stopped asking (their poller or the task
     table is stuck), not that the server is broken, so it is reported here.
     """

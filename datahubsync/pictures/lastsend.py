@@ -1,6 +1,6 @@
 """When ``serve`` last sent a picture, kept in a small state file for ``doctor``.
 
-The seed's server restarted itself after 24 hours without a send; we report
+The old picture server restarted itself after 24 hours without a send; we report
 that instead (a ``/metrics`` gauge and a ``doctor`` warning). ``doctor`` runs in
 another process, and the gauge must survive a restart, so the time lives in
 ``{state_dir}/serve/pictures-last-send.json``. A send only sets a float in

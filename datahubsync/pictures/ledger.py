@@ -1,6 +1,6 @@
 """The task ledger: one row per task and per file, so no picture is ever lost.
 
-The seed advanced its progress file past tasks whose downloads had failed,
+The old client advanced its progress file past tasks whose downloads had failed,
 and those pictures were gone for good. Here a task source only *adds* rows;
 its cursor moves in the same transaction that stores the task and all its
 files, and the files then live in the ledger until they are downloaded,
@@ -12,7 +12,7 @@ with backoff) → ``given_up``. Task states: ``pending`` (files outstanding) →
 ``downloaded`` → ``processed`` → ``reported``, or ``failed`` (a file given up,
 or processing/callback failing for ``give_up_after``). ``due_at`` says when a
 task's next step is due; a step not done ``retry_after`` after it was due is
-tried again. The index on ``(state, due_at)`` is the seed's composite index
+tried again. The index on ``(state, due_at)`` is the old system's composite index
 (isRequired, isDealt, isReported, callTime) with the three flags folded into
 one ordered state column.
 

@@ -1,6 +1,6 @@
-"""The seed's picture protocol on TCP (``serve.legacy_tcp``), kept for old clients.
+"""The old picture protocol on TCP (``serve.legacy_tcp``), kept for old clients.
 
-Wire format (DESIGN.md), one request per connection::
+Wire format (what the old clients and server speak), one request per connection::
 
     request   u32 BE path length | path (UTF-8, the task table's Windows path)
     response  u32 BE name length | name (UTF-8, the file's base name) | u64 BE size | bytes

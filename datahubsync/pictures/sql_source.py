@@ -1,12 +1,12 @@
 """Task source ``sql``: keyset paging over the task table, any SQLAlchemy URL.
 
-The seed compared ``TASK_ID`` as a string (so ``9`` sorted after ``10``) and
+The old client compared ``TASK_ID`` as a string (so ``9`` sorted after ``10``) and
 cut timestamps to seconds; here the position is ``(created_time, task_id)``
 kept in the types the database returned (a datetime with its microseconds,
 an integer id compared as an integer) and stored as JSON in the ledger.
 
 Table and column names are emitted *unquoted*, as written in the config, so
-the database folds their case as it would in hand-written SQL: the seed's
+the database folds their case as it would in hand-written SQL: the old client's
 ``jlyxz.PIC_MATCHTASK`` / ``CREATED_TIME`` work on Oracle (upper case), on
 PostgreSQL (lower case) and on MariaDB alike.
 
@@ -87,7 +87,7 @@ def task_key(value: Any) -> str:
 def legacy_position(path: Path) -> Position | None:
     """The old client's ``sync_progress.json`` → a position, or None when absent.
 
-    Format (DESIGN.md): ``{"last_created_time": "YYYY-MM-DD HH:MM:SS",
+    Format (as the old client writes it): ``{"last_created_time": "YYYY-MM-DD HH:MM:SS",
     "last_task_id", "last_download_time"}``. A numeric-looking id is taken as
     an integer, since the column is numeric in production.
     """

@@ -1,6 +1,6 @@
 """``pictures run --supervise``: restart the worker for hosts without systemd.
 
-The seed restarted itself with ``os.execl`` and leaked its grown PATH into
+The old client restarted itself with ``os.execl`` and leaked its grown PATH into
 every generation. Here a parent process starts ``datahubsync pictures run``
 as a child with the parent's environment unchanged, waits, and starts it
 again after ``delay`` seconds when it fails. A clean exit, a configuration

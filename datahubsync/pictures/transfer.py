@@ -1,7 +1,7 @@
 r"""Fetching one picture into the local mirror: HTTP (``serve``'s ``/files``) or legacy TCP.
 
 Local path = ``local_root`` + the server path with its drive and leading
-separators dropped, as the seed did (``D:\pic\2025\a.jpg`` → ``{local_root}/
+separators dropped, as the old script did (``D:\pic\2025\a.jpg`` → ``{local_root}/
 pic/2025/a.jpg``), so an existing mirror is reused. The path is parsed by
 the same code the server uses to confine requests
 (:func:`datahubsync.pictures.paths.split_client_path`): a task row holding
@@ -332,7 +332,9 @@ def _recv_exactly(sock: socket.socket, count: int) -> bytes:
 
 
 class LegacyTcpTransport:
-    """The seed's protocol (DESIGN.md): one request per connection, to the old ``server.py``."""
+    """The old picture protocol: one request per connection, to the old ``server.py``
+    (u32 BE path length + path; answer u32 BE name length + name + u64 BE size + bytes,
+    or twelve zero bytes for an error)."""
 
     def __init__(self, host: str, port: int, timeout: float,
                  max_bytes: int = DEFAULT_MAX_BYTES) -> None:

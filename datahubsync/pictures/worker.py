@@ -10,7 +10,7 @@ only need (2) and (3).
 ``run`` repeats passes every ``poll_interval`` (sooner when a retry falls
 due), tells systemd ``READY=1`` and ``WATCHDOG=1`` after each healthy pass,
 and exits non-zero when nothing has moved for ``stall_timeout`` while work was
-waiting, so systemd restarts it (the seed restarted itself after 2 h without
+waiting, so systemd restarts it (the old client restarted itself after 2 h without
 a download; an idle source is healthy here, not a stall).
 """
 
