@@ -120,7 +120,7 @@ if [ "$UNINSTALL" = 1 ]; then
             run rm -f "$UNIT_DIR/$unit"; say "removed $UNIT_DIR/$unit"
         fi
     done
-    run rm -rf "$UNIT_DIR/datahubsync-sync.service.d"
+    for name in sync serve pictures logs; do run rm -rf "$UNIT_DIR/datahubsync-$name.service.d"; done
     if [ "$PURGE" = 1 ]; then
         for path in "$ETC" "$STATE" "$LOGS"; do run rm -rf "$path"; say "purged $path"; done
     else
@@ -239,15 +239,26 @@ if [ "$SYSTEMD" = 1 ]; then
         sed "s#/opt/datahubsync#$PREFIX#g; s#^User=datahubsync#User=$SVC_USER#; s#^Group=datahubsync#Group=$SVC_USER#" \
             "$HERE/packaging/systemd/$unit" | put_text "$UNIT_DIR/$unit" 0644
     done
-    # The sync unit may write only where it must: the datasets' directories (from the config).
+    # Each unit may write only where its config points (ProtectSystem=strict): one drop-in
+    # per unit from `datahubsync config write-paths`, and those directories created for
+    # the service user (a unit cannot create a directory under a read-only parent).
     if [ -f "$ETC/config.yaml" ]; then
-        dirs=$("$DEST/datahubsync" --config "$ETC/config.yaml" --json datasets status 2>/dev/null \
-               | sed -n 's/.*"local_dir": "\(.*\)",*$/\1/p' | while read -r dir; do
-                   dirname "$dir"; done | sort -u | tr '\n' ' ')
-        if [ -n "$dirs" ]; then
-            printf '[Service]\nReadWritePaths=%s\n' "${dirs% }" \
-                | put_text "$UNIT_DIR/datahubsync-sync.service.d/datasets.conf" 0644
-        fi
+        for name in sync serve pictures logs; do
+            paths=$("$PROBE" --config "$ETC/config.yaml" --json config write-paths --unit "$name" \
+                    2>/dev/null | sed -n 's/.*"path": "\(.*\)",*$/\1/p')
+            [ -n "$paths" ] || continue
+            line=
+            for dir in $paths; do
+                if [ ! -e "$ROOT$dir" ]; then
+                    run mkdir -p "$ROOT$dir"; own "$SVC_USER" "$ROOT$dir"
+                    say "created $dir (written by datahubsync-$name)"
+                fi
+                line="$line $dir"
+            done
+            printf '[Service]\nReadWritePaths=%s\n' "${line# }" \
+                | put_text "$UNIT_DIR/datahubsync-$name.service.d/write-paths.conf" 0644
+        done
+        run rm -f "$UNIT_DIR/datahubsync-sync.service.d/datasets.conf"  # older installs'
     fi
     if [ -z "$ROOT" ] && command -v systemctl >/dev/null 2>&1 && [ -d /run/systemd/system ]; then
         run systemctl daemon-reload

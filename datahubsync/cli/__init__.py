@@ -10,6 +10,7 @@ import click
 
 from datahubsync import __version__
 from datahubsync.cli.batch import batch
+from datahubsync.cli.configcmd import config_group
 from datahubsync.cli.datasets import datasets
 from datahubsync.cli.doctor import doctor
 from datahubsync.cli.logs import logs
@@ -74,6 +75,7 @@ cli.add_command(doctor)
 cli.add_command(batch)
 cli.add_command(logs)
 cli.add_command(pictures)
+cli.add_command(config_group)
 accept_root_options(cli)
 
 
