@@ -214,6 +214,17 @@ elif [ ! -f "$ETC/config.yaml" ] && [ -f "$HERE/config_client_example.yaml" ]; t
     say "no config yet: edit $ETC/config.yaml.example and save it as $ETC/config.yaml (0600)"
 fi
 
+# --- an old client here: carry its config and state over (nothing of it is deleted) ---
+if [ -f "$DEST/config.yaml" ] || [ -f "$DEST/.last_sync.json" ] || [ -f "$DEST/last_sync.json" ]
+then
+    say "found the old client in $DEST; carrying its config and state over"
+    set -- --to "$ETC/config.yaml" --state-dir "${STATE#"$R"}" --write-state-dir "$STATE"
+    if [ "$DRY" = 1 ]; then set -- "$@" --dry-run; fi
+    "$PROBE" config upgrade-from "$DEST" "$@" || die "carrying the old client's state over failed"
+    if [ -f "$STATE/.last_sync.json" ]; then own "$SVC_USER" "$STATE/.last_sync.json"; fi
+    if [ -f "$ETC/config.yaml" ]; then own "$SVC_USER" "$ETC/config.yaml"; fi
+fi
+
 # --- schedule, units, logrotate ------------------------------------------------
 if [ "$CRON" = 1 ]; then
     put_text "$CRON_FILE" 0644 <<CRONTAB

@@ -104,6 +104,8 @@ class LogsConfig(_Section):
     log_dir: Path = Path("logs")
     pattern: str = "ramnit_*.log"
     api_endpoint: str | None = None  # e.g. http://hub:8080/api/v1/logs/ips
+    # where the old uploader kept file_offsets.json / pending_upload_queue.json (taken once)
+    legacy_state_dir: Path | None = None
     api_key: str | None = None  # secret: set DATAHUBSYNC_LOGS__API_KEY
     botnet_type: str = "ramnit"
     source_ip: str | None = None  # None: the address this host uses to reach the endpoint
@@ -539,6 +541,7 @@ def _resolve_paths(config: Config, base: Path) -> Config:
         root.path = fix(root.path) or root.path
     config.batch.calendar = fix(config.batch.calendar)
     config.logs.log_dir = fix(config.logs.log_dir) or config.logs.log_dir
+    config.logs.legacy_state_dir = fix(config.logs.legacy_state_dir)
     pics = config.pictures
     pics.local_root = fix(pics.local_root) or pics.local_root
     pics.legacy_progress_file = fix(pics.legacy_progress_file)

@@ -144,6 +144,17 @@ class LogQueue:
         if self._depth is not None:
             self._depth += max(added, 0)
 
+    def add_records(self, records: Iterable[str]) -> int:
+        """Queue records that come from no log file (the old uploader's pending queue)."""
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")
+        added = db.executemany("INSERT INTO queue (record) VALUES (?)",
+                               ((r,) for r in records)).rowcount
+        db.execute("COMMIT")
+        if self._depth is not None:
+            self._depth += max(added, 0)
+        return max(added, 0)
+
     def last_seen_many(self, keys: list[int]) -> dict[int, int]:
         """The day numbers of the seen-set keys found on disk (one query for all)."""
         return dict(self.db.execute(

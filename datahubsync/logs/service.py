@@ -78,6 +78,12 @@ def one_pass(loaded: LoadedConfig, queue: LogQueue, listing: Listing, uploader: 
     cfg = loaded.config.logs
     read = settings(cfg)
     result = PassResult()
+    if cfg.legacy_state_dir is not None and not queue.meta("legacy_adopted"):
+        from datahubsync.logs.adopt import adopt_old_uploader
+
+        for said in adopt_old_uploader(queue, cfg.legacy_state_dir):
+            log.info("%s", said)
+        queue.set_meta("legacy_adopted", "1")
     scanner = open_scanner(new_tokens(read), cfg.scan_processes)  # may fork: before any thread
     background = None
     try:
