@@ -123,3 +123,47 @@ def test_install_client_carries_an_old_client_over(tmp_path: Path) -> None:
         assert os.access(old_dir / ".last_sync.json", os.R_OK)
     finally:
         hub.stop()
+
+
+def _old_hub_zip(cache: Path, data: Path, name: str, version: str) -> Path:
+    """A package as the existing hub writes it: its name, deflate, no side file."""
+    import zipfile
+
+    cache.mkdir(parents=True, exist_ok=True)
+    path = cache / f"{name}_{version}.zip"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        for file in sorted(p for p in (data / name).rglob("*") if p.is_file()):
+            zf.write(file, file.relative_to(data / name).as_posix())
+    return path
+
+
+def test_serve_reuses_the_existing_hubs_complete_packages(tmp_path: Path) -> None:
+    import hashlib
+
+    data = tmp_path / "data"
+    make_dataset(data / "alpha", files=6)
+    make_dataset(data / "beta", files=4, seed=3)
+    make_dataset(data / "gamma", files=3, seed=5)
+    cache = tmp_path / "oldcache"
+    alpha = _old_hub_zip(cache, data, "alpha", "20261130_150000")
+    half = _old_hub_zip(cache, data, "beta", "20261130_150000")
+    half.write_bytes(half.read_bytes()[: half.stat().st_size // 2])  # still being written
+    _old_hub_zip(cache, data, "gamma", "20261130_150000")
+    (data / "gamma" / "sz" / "600005.csv").write_bytes(b"changed since\r\n")
+    hub = Hub(tmp_path, data, cache_dir=str(cache)).start()
+    try:
+        adopted = hub.wait_ready("alpha")
+        assert adopted["version"] == "20261130_150000"
+        assert adopted["sha256"] == hashlib.sha256(alpha.read_bytes()).hexdigest()
+        assert hub.wait_ready("beta")["version"] != "20261130_150000"  # built anew
+        assert hub.wait_ready("gamma")["version"] != "20261130_150000"  # data changed
+        assert "adopted the existing hub's alpha_20261130_150000.zip" in hub.log.read_text()
+        cfg = write_yaml(tmp_path / "c.yaml", {
+            "state_dir": str(tmp_path / "cs"), "hub": {"url": hub.url},
+            "sync": {"fsync": False},
+            "datasets": [{"name": "alpha", "local_dir": str(tmp_path / "l" / "alpha")}]})
+        assert run_cli(["--json", "datasets", "sync"], config=cfg).json()["datasets"][0][
+            "status"] == "installed"
+        assert tree_bytes(tmp_path / "l" / "alpha") == tree_bytes(data / "alpha")
+    finally:
+        hub.stop()

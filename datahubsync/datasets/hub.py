@@ -20,6 +20,7 @@ from typing import Any
 
 from datahubsync.core.metrics import Metrics
 from datahubsync.core.timeutil import format_hub_time, from_timestamp_ns, parse_hub_time
+from datahubsync.datasets.adopt import adopt_old_package
 from datahubsync.datasets.delta import DeltaRecord, build_delta, delta_file_name, temp_name
 from datahubsync.datasets.freshness import Decision, decide, signature
 from datahubsync.datasets.packager import build_zip, scan_dataset
@@ -150,6 +151,9 @@ class Builder:
             if now - pending.since < self.settings.debounce:
                 return Decision(False, "debouncing: " + decision.reason)
         self._pending.pop(name, None)
+        if packaged is None and adopt_old_package(self.store, name, root, entries,
+                                                  self.settings.tz, self.settings.keep_packages):
+            return Decision(True, "adopted the existing hub's package")
         self._build(name, root, entries, packaged)
         return decision
 
