@@ -10,7 +10,6 @@ from pathlib import Path
 import pytest
 
 from datahubsync.batch.calendar import load_calendar, parse_day
-from datahubsync.batch.jobs import render, render_argv
 from datahubsync.batch.progress import (
     ETA_WINDOW,
     DayOutcome,
@@ -19,6 +18,7 @@ from datahubsync.batch.progress import (
     new_document,
     with_liveness,
 )
+from datahubsync.batch.units import render, render_argv
 from datahubsync.core.errors import ConfigError, UsageError
 
 
@@ -97,7 +97,7 @@ def test_a_running_document_without_its_process_reads_as_crashed(tmp_path: Path)
     assert with_liveness(doc)["status"] == "crashed"
     import os
 
-    from datahubsync.batch.progress import _process_start
+    from datahubsync.core.locking import process_start as _process_start
 
     mine = dict(doc, pid=os.getpid(), pid_start=_process_start(os.getpid()))
     assert with_liveness(mine)["status"] == "running"

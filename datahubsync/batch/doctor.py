@@ -27,7 +27,8 @@ def _table_check(name: str, job: Any) -> Check:
     import psycopg
     from psycopg import sql
 
-    from datahubsync.batch.pgcopy import conninfo, redact
+    from datahubsync.core.dburl import libpq_url as conninfo
+    from datahubsync.core.dburl import redact
 
     label = f"batch job {name}"
     schema, _, table = job.table.rpartition(".")

@@ -11,14 +11,12 @@ which job holds it. Either way a refused run raises LockedError (exit 75, or
 from __future__ import annotations
 
 import hashlib
-import json
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from datahubsync.core.errors import LockedError
-from datahubsync.core.locking import hold_lock
-from datahubsync.core.statefile import write_json_atomic
+from datahubsync.core.locking import Held, hold_lock
 
 APP_PREFIX = "datahubsync-batch "
 
@@ -31,26 +29,18 @@ def advisory_key(target: str) -> int:
 @contextmanager
 def file_target_lock(lock_dir: Path, target: str, task_id: str, job: str) -> Iterator[None]:
     path = Path(lock_dir) / f"{target}.lock"
-    owner = path.with_name(path.name + ".owner")
     try:
-        with hold_lock(path):
-            write_json_atomic(owner, {"task_id": task_id, "job": job})
-            yield
-    except LockedError as exc:
-        if "another run holds" not in str(exc):
-            raise
-        raise LockedError(_busy(target, _owner(owner), str(exc))) from None
-
-
-def _owner(path: Path) -> dict[str, str]:
+        lock = hold_lock(path, owner={"task_id": task_id, "job": job})
+        lock.__enter__()
+    except Held as exc:
+        raise LockedError(_busy(target, exc.holder, str(exc))) from None
     try:
-        data = json.loads(path.read_text())
-        return data if isinstance(data, dict) else {}
-    except (OSError, ValueError):
-        return {}
+        yield
+    finally:
+        lock.__exit__(None, None, None)
 
 
-def _busy(target: str, owner: dict[str, str], detail: str) -> str:
+def _busy(target: str, owner: dict[str, object], detail: str) -> str:
     if owner.get("task_id"):
         job = f"job {owner['job']}, " if owner.get("job") else ""
         who = f"task {owner['task_id']} ({job}see `datahubsync batch status`)"
@@ -63,7 +53,7 @@ def _busy(target: str, owner: dict[str, str], detail: str) -> str:
 def pg_target_lock(url: str, target: str, task_id: str, job: str) -> Iterator[None]:
     import psycopg
 
-    from datahubsync.batch.pgcopy import conninfo
+    from datahubsync.core.dburl import libpq_url as conninfo
 
     key = advisory_key(target)
     conn = psycopg.connect(conninfo(url), autocommit=True, connect_timeout=30,

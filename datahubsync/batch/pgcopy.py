@@ -23,11 +23,10 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from datahubsync.batch.jobs import Cancelled, render, render_argv, stop_child
 from datahubsync.batch.progress import DayOutcome
+from datahubsync.batch.units import Cancelled, render, render_argv, stop_child
 from datahubsync.core.crashpoint import CrashPoint
 from datahubsync.core.dburl import libpq_url as conninfo
-from datahubsync.core.dburl import redact  # noqa: F401 - part of this module's API
 
 log = logging.getLogger(__name__)
 CHUNK = 1 << 20

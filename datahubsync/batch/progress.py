@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from datahubsync.core.errors import UsageError
+from datahubsync.core.locking import process_alive, process_start
 from datahubsync.core.statefile import read_json, write_json_atomic
 
 DONE = frozenset({"success", "skipped"})  # days that resume never redoes
@@ -47,28 +48,6 @@ def local_now() -> dt.datetime:
 
 def iso(moment: dt.datetime | None) -> str | None:
     return moment.isoformat(timespec="milliseconds") if moment else None
-
-
-def _process_start(pid: int) -> str | None:
-    """Start time of ``pid`` in clock ticks (tells a live process from a reused pid)."""
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    return stat.rsplit(")", 1)[1].split()[19]
-
-
-def process_alive(pid: int | None, started: str | None) -> bool:
-    """Whether the process that wrote a document still runs (on this host)."""
-    if not pid:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass
-    return started is None or _process_start(pid) in (None, started)
 
 
 def new_document(task_id: str, job: str, kind: str, days: dict[str, str], start: dt.date,
@@ -206,7 +185,7 @@ class Tracker:
             doc["end_time"] = None
             doc["duration_seconds"] = None
             doc["pid"] = os.getpid()
-            doc["pid_start"] = _process_start(os.getpid())
+            doc["pid_start"] = process_start(os.getpid())
             doc["host"] = socket.gethostname()
             doc["runs"] = int(doc.get("runs", 0)) + 1
             for entry in doc["days"].values():

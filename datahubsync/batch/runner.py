@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from datahubsync.batch.calendar import TradingCalendar, days_between, load_calendar
-from datahubsync.batch.jobs import DayUnit, check_templates, kind_of
+from datahubsync.batch.jobs import check_templates, kind_of
 from datahubsync.batch.locks import file_target_lock, pg_target_lock
 from datahubsync.batch.progress import (
     DONE,
@@ -35,12 +35,13 @@ from datahubsync.batch.progress import (
     Tracker,
     local_now,
     new_document,
-    process_alive,
     recount,
 )
+from datahubsync.batch.units import DayUnit
 from datahubsync.core.config import LoadedConfig
 from datahubsync.core.crashpoint import CrashPoint
 from datahubsync.core.errors import ConfigError, LockedError, UsageError
+from datahubsync.core.locking import process_alive
 
 log = logging.getLogger(__name__)
 OnChange = Callable[[dict[str, Any]], None]
