@@ -27,14 +27,14 @@ def _table_check(name: str, job: Any) -> Check:
     import psycopg
     from psycopg import sql
 
-    from datahubsync.core.dburl import libpq_url as conninfo
+    from datahubsync.core.db import pg_connect
     from datahubsync.core.dburl import redact
 
     label = f"batch job {name}"
     schema, _, table = job.table.rpartition(".")
     ident = sql.Identifier(schema, table) if schema else sql.Identifier(table)
     try:
-        with psycopg.connect(conninfo(job.database_url), connect_timeout=5) as conn:
+        with pg_connect(job.database_url, connect_timeout=5) as conn:
             conn.execute(sql.SQL("SELECT {} FROM {} LIMIT 0").format(
                 sql.Identifier(job.date_column), ident))
         return Check(label, True, f"{job.table}.{job.date_column} reachable at "

@@ -51,13 +51,11 @@ def _busy(target: str, owner: dict[str, object], detail: str) -> str:
 
 @contextmanager
 def pg_target_lock(url: str, target: str, task_id: str, job: str) -> Iterator[None]:
-    import psycopg
-
-    from datahubsync.core.dburl import libpq_url as conninfo
+    from datahubsync.core.db import pg_connect
 
     key = advisory_key(target)
-    conn = psycopg.connect(conninfo(url), autocommit=True, connect_timeout=30,
-                           application_name=(APP_PREFIX + task_id)[:63])
+    conn = pg_connect(url, autocommit=True, connect_timeout=30,
+                      application_name=(APP_PREFIX + task_id)[:63])
     try:
         got = conn.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()[0]
         if not got:

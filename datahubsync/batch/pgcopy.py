@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 from datahubsync.batch.progress import DayOutcome
 from datahubsync.batch.units import Cancelled, render, render_argv, stop_child
 from datahubsync.core.crashpoint import CrashPoint
+from datahubsync.core.db import ThreadConnections, pg_connect
 from datahubsync.core.dburl import libpq_url as conninfo
 
 log = logging.getLogger(__name__)
@@ -111,36 +112,20 @@ class PgCopyUnit:
 
     def __init__(self, name: str, cfg: Any) -> None:
         self.name, self.cfg = name, cfg
-        self._local = threading.local()
-        self._all: list[Any] = []
-        self._guard = threading.Lock()
+        self._conns = ThreadConnections(
+            lambda: pg_connect(cfg.database_url, autocommit=False, connect_timeout=30,
+                               application_name=f"datahubsync-batch {name}"[:63]),
+            usable=lambda c: not (c.closed or c.broken))
 
     def _connection(self) -> Any:
-        import psycopg
-
-        conn = getattr(self._local, "conn", None)
-        if conn is not None and not conn.closed and not conn.broken:
-            return conn
-        conn = psycopg.connect(conninfo(self.cfg.database_url), autocommit=False,
-                               connect_timeout=30,
-                               application_name=f"datahubsync-batch {self.name}"[:63])
-        self._local.conn = conn
-        with self._guard:
-            self._all.append(conn)
-        return conn
+        return self._conns.get()
 
     def _discard(self) -> None:
-        conn = getattr(self._local, "conn", None)
-        self._local.conn = None
-        if conn is not None:
-            conn.close()
+        self._conns.discard()
 
     def close(self) -> None:
         """Close every worker's connection (the runner calls this at the end)."""
-        with self._guard:
-            conns, self._all = self._all, []
-        for conn in conns:
-            conn.close()
+        self._conns.close_all()
 
     # -- inputs -------------------------------------------------------------
     def sources(self, day: dt.date, stop: threading.Event) -> list[Source]:

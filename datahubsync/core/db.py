@@ -90,3 +90,66 @@ def sqlalchemy_engine(url: str, durability: Durability = "full") -> Any:
     if url.startswith(("postgresql://", "postgres://")):
         url = "postgresql+psycopg://" + url.split("://", 1)[1]
     return sa.create_engine(url, pool_pre_ping=True, pool_size=2)
+
+
+def pg_connect(url: str, **options: Any) -> Any:
+    """A psycopg 3 connection from a PostgreSQL URL (``postgresql+psycopg://`` accepted),
+    with a connect timeout unless one is given."""
+    import psycopg
+
+    from datahubsync.core.dburl import libpq_url
+
+    options.setdefault("connect_timeout", 10)
+    return psycopg.connect(libpq_url(url), **options)
+
+
+class ThreadConnections:
+    """One connection per thread that asks (sqlite3 and psycopg connections are not for
+    sharing across threads), all closed by :meth:`close_all`. ``serve`` runs store calls
+    in its executor threads, so the number stays that of the executor."""
+
+    def __init__(self, factory: Any, usable: Any = lambda conn: True) -> None:
+        import threading
+
+        self._factory = factory
+        self._usable = usable
+        self._lock = threading.Lock()
+        self._by_thread: dict[int, Any] = {}
+
+    def get(self) -> Any:
+        import threading
+
+        key = threading.get_ident()
+        with self._lock:
+            conn = self._by_thread.get(key)
+        if conn is None or not self._usable(conn):
+            if conn is not None:
+                with contextlib_suppress():
+                    conn.close()
+            conn = self._factory()
+            with self._lock:
+                self._by_thread[key] = conn
+        return conn
+
+    def discard(self) -> None:
+        """Drop this thread's connection (after an error left it unusable)."""
+        import threading
+
+        with self._lock:
+            conn = self._by_thread.pop(threading.get_ident(), None)
+        if conn is not None:
+            with contextlib_suppress():
+                conn.close()
+
+    def close_all(self) -> None:
+        with self._lock:
+            conns, self._by_thread = list(self._by_thread.values()), {}
+        for conn in conns:
+            with contextlib_suppress():
+                conn.close()
+
+
+def contextlib_suppress() -> Any:
+    import contextlib
+
+    return contextlib.suppress(Exception)

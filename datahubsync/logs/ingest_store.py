@@ -9,11 +9,12 @@ SQLite runs in WAL mode with a busy timeout, so the forked workers of
 
 from __future__ import annotations
 
-import sqlite3
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
+
+from datahubsync.core.db import ThreadConnections, pg_connect, sqlite_connect
 
 COLUMNS = ("ip", "timestamp", "timestamp_source", "date", "log_hour", "botnet_type",
            "raw_line_prefix", "source_ip", "received_at")
@@ -40,19 +41,14 @@ class SqliteIngestStore:
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with self._connect() as conn:
-            conn.executescript(self.SCHEMA)
-
-    def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=NORMAL")
-        return conn
+        # NORMAL: a batch is acknowledged after its commit, which survives a kill -9 of
+        # serve; a power cut may lose the last ones, and their senders send them again.
+        self._conns = ThreadConnections(lambda: sqlite_connect(self.path, "normal"))
+        self._conns.get().executescript(self.SCHEMA)
 
     def store(self, key: str | None, rows: Sequence[tuple[Any, ...]]) -> tuple[int, bool]:
         """Store a batch; returns (received_count, was_a_repeat)."""
-        conn = self._connect()
+        conn = self._conns.get()
         try:
             conn.execute("BEGIN IMMEDIATE")
             if key is not None:
@@ -71,23 +67,21 @@ class SqliteIngestStore:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
-        finally:
-            conn.close()
 
     def stats(self) -> dict[str, Any]:
-        with self._connect() as conn:
-            total, distinct, last = conn.execute(
-                "SELECT count(*), count(DISTINCT ip), max(received_at) FROM ip_records"
-            ).fetchone()
-            days = conn.execute("SELECT date, count(*), count(DISTINCT ip) FROM ip_records "
-                                "GROUP BY date ORDER BY date").fetchall()
-            kinds = conn.execute("SELECT botnet_type, count(*) FROM ip_records "
-                                 "GROUP BY botnet_type").fetchall()
-            batches = conn.execute("SELECT count(*) FROM ingest_batches").fetchone()[0]
+        conn = self._conns.get()
+        total, distinct, last = conn.execute(
+            "SELECT count(*), count(DISTINCT ip), max(received_at) FROM ip_records"
+        ).fetchone()
+        days = conn.execute("SELECT date, count(*), count(DISTINCT ip) FROM ip_records "
+                            "GROUP BY date ORDER BY date").fetchall()
+        kinds = conn.execute("SELECT botnet_type, count(*) FROM ip_records "
+                             "GROUP BY botnet_type").fetchall()
+        batches = conn.execute("SELECT count(*) FROM ingest_batches").fetchone()[0]
         return _stats_doc(total, distinct, last, days, kinds, batches)
 
     def close(self) -> None:
-        pass
+        self._conns.close_all()
 
 
 class PgIngestStore:
@@ -96,13 +90,13 @@ class PgIngestStore:
     def __init__(self, url: str, table_prefix: str = "") -> None:
         import psycopg
 
-        from datahubsync.core.dburl import libpq_url
-
-        self.url = libpq_url(url)
+        self.url = url
         self.records = f"{table_prefix}ip_records"
         self.batches = f"{table_prefix}ingest_batches"
         self._psycopg = psycopg
-        with psycopg.connect(self.url, autocommit=True) as conn:
+        self._conns = ThreadConnections(lambda: pg_connect(self.url),
+                                        usable=lambda c: not (c.closed or c.broken))
+        with pg_connect(self.url, autocommit=True) as conn:
             conn.execute(
                 f"CREATE TABLE IF NOT EXISTS {self.records} (id bigserial PRIMARY KEY, "
                 "ip inet NOT NULL, timestamp text, timestamp_source text, date date, "
@@ -112,17 +106,9 @@ class PgIngestStore:
                          "(date)")
             conn.execute(f"CREATE TABLE IF NOT EXISTS {self.batches} (key text PRIMARY KEY, "
                          "received_count integer NOT NULL, received_at timestamptz NOT NULL)")
-        self._local: Any = __import__("threading").local()
-
-    def _conn(self) -> Any:
-        conn = getattr(self._local, "conn", None)
-        if conn is None or conn.closed or conn.broken:
-            conn = self._psycopg.connect(self.url)
-            self._local.conn = conn
-        return conn
 
     def store(self, key: str | None, rows: Sequence[tuple[Any, ...]]) -> tuple[int, bool]:
-        conn = self._conn()
+        conn = self._conns.get()
         try:
             with conn.transaction():
                 if key is not None:
@@ -144,11 +130,11 @@ class PgIngestStore:
                         copy.write_row((*row[:-1], stamp))
             return len(rows), False
         except self._psycopg.Error:
-            conn.close()
+            self._conns.discard()
             raise
 
     def stats(self) -> dict[str, Any]:
-        with self._psycopg.connect(self.url) as conn:
+        with pg_connect(self.url) as conn:
             total, distinct, last = conn.execute(
                 f"SELECT count(*), count(DISTINCT ip), extract(epoch FROM max(received_at)) "
                 f"FROM {self.records}").fetchone()
@@ -161,9 +147,7 @@ class PgIngestStore:
         return _stats_doc(total, distinct, float(last) if last else None, days, kinds, batches)
 
     def close(self) -> None:
-        conn = getattr(self._local, "conn", None)
-        if conn is not None:
-            conn.close()
+        self._conns.close_all()
 
 
 def _timestamp(epoch: float) -> Any:

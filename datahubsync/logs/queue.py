@@ -12,7 +12,6 @@ server stores it once.
 from __future__ import annotations
 
 import datetime as dt
-import sqlite3
 import time
 import uuid
 from collections.abc import Iterable
@@ -20,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from datahubsync.core.crashpoint import CrashPoint
+from datahubsync.core.db import sqlite_connect
 
 CHUNK_COMMITTED = CrashPoint("logs.chunk_committed",
                              "a chunk's records, seen-set and offset committed")
@@ -71,12 +71,9 @@ class LogQueue:
 
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-        self.db.execute("PRAGMA journal_mode=WAL")
         # NORMAL in WAL mode: a commit survives a kill -9 of this process; a power cut may
         # lose the last commits, and with them their offsets, so those lines are read again.
-        self.db.execute("PRAGMA synchronous=NORMAL")
+        self.db = sqlite_connect(self.path, "normal")
         self.db.executescript(SCHEMA)
         self._migrate_text_seen_set()
         self._depth: int | None = None
