@@ -1,4 +1,4 @@
-"""Atomic JSON state files.
+"""Atomic files: whole documents (JSON state files) and files written in pieces.
 
 A state file is either the old complete document or the new complete one:
 we write a temp file in the same directory, fsync it, ``os.replace`` it over
@@ -53,6 +53,44 @@ def write_bytes_atomic(path: Path, data: bytes, mode: int | None = None) -> None
             pass
         raise
     fsync_dir(path.parent)
+
+
+class AtomicFile:
+    """A file written in pieces and put in place whole: ``write`` to ``.NAME.part``
+    beside ``dest``, then ``commit`` (fsync, rename over ``dest``, fsync the directory
+    unless ``sync_directory`` is false) or ``abort`` (the temp file removed). Readers
+    see no file or the complete one.
+
+    The temp name is fixed, so the retry after a kill -9 overwrites what the killed
+    run left; callers make sure two writers never share a ``dest`` at once.
+    """
+
+    def __init__(self, dest: Path, sync_directory: bool = True) -> None:
+        self.dest = Path(dest)
+        self.tmp = self.dest.with_name(f".{self.dest.name}.part")
+        self.sync_directory = sync_directory
+        try:
+            self.fobj = open(self.tmp, "wb")  # noqa: SIM115 - closed in commit/abort
+        except FileNotFoundError:  # the first file of its directory
+            self.dest.parent.mkdir(parents=True, exist_ok=True)
+            self.fobj = open(self.tmp, "wb")  # noqa: SIM115
+        self.size = 0
+
+    def write(self, data: bytes | memoryview) -> None:
+        self.fobj.write(data)
+        self.size += len(data)
+
+    def commit(self) -> None:
+        self.fobj.flush()
+        os.fsync(self.fobj.fileno())
+        self.fobj.close()
+        os.replace(self.tmp, self.dest)
+        if self.sync_directory:
+            fsync_dir(self.dest.parent)
+
+    def abort(self) -> None:
+        self.fobj.close()
+        self.tmp.unlink(missing_ok=True)
 
 
 def write_json_atomic(path: Path, obj: Any, mode: int | None = None) -> None:

@@ -112,6 +112,8 @@ def build_delta(package: Path, old: Mapping[str, Any], new: Mapping[str, Any], d
         doc = {"format": FORMAT, "dataset": new["dataset"], "from": old["version"],
                "to": new["version"], "whole": sorted(whole),
                "appended": sorted(appended, key=lambda a: a["path"]), "deleted": deleted}
+        # a scratch file of the work directory, zipped with the rest; the zip is what is
+        # written under a temp name and renamed when the delta is published
         (work / DELTA_JSON).write_text(json.dumps(doc, ensure_ascii=False), "utf-8")
         built = build_zip(work, scan_dataset(work), dest, level=level, threads=threads)
     finally:
