@@ -287,6 +287,7 @@ class ServeConfig(_Section):
     keep_deltas: int = Field(2, ge=0)  # deltas from this many previous versions (0 = none)
     max_delta_share: float = Field(0.5, gt=0, le=1)  # drop a delta larger than this share
     compress_level: int = Field(6, ge=0, le=9)
+    compress_codec: Literal["zlib", "zlib-ng", "isal"] = "zlib-ng"  # same ZIP, faster deflate
     compress_threads: int | None = Field(None, ge=1)
     workers: int | None = Field(None, ge=1)  # None: one per core
     timezone: str | None = None

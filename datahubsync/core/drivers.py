@@ -21,7 +21,7 @@ URLS = {
     "sqlite": "sqlite://",
 }
 PACKAGES = ("aiohttp", "click", "pydantic", "requests", "sqlalchemy", "psycopg", "pymysql",
-            "oracledb", "certifi")
+            "oracledb", "certifi", "zlib-ng", "isal")
 
 
 def _version(name: str) -> str | None:

@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from datahubsync.datasets.deflate import DEFAULT_CODEC
 from datahubsync.datasets.packager import build_zip, scan_dataset
 
 log = logging.getLogger(__name__)
@@ -77,7 +78,8 @@ def plan_delta(old: Mapping[str, Any], new: Mapping[str, Any]) -> tuple[dict, di
 
 
 def build_delta(package: Path, old: Mapping[str, Any], new: Mapping[str, Any], dest: Path,
-                work: Path, level: int, threads: int | None) -> tuple[DeltaPlan, int, int]:
+                work: Path, level: int, threads: int | None,
+                codec: str = DEFAULT_CODEC) -> tuple[DeltaPlan, int, int]:
     """Write the delta from manifest ``old`` to ``new`` (whose package is ``package``).
 
     Returns the plan, the delta's size and the payload bytes. ``work`` is a
@@ -115,7 +117,8 @@ def build_delta(package: Path, old: Mapping[str, Any], new: Mapping[str, Any], d
         # a scratch file of the work directory, zipped with the rest; the zip is what is
         # written under a temp name and renamed when the delta is published
         (work / DELTA_JSON).write_text(json.dumps(doc, ensure_ascii=False), "utf-8")
-        built = build_zip(work, scan_dataset(work), dest, level=level, threads=threads)
+        built = build_zip(work, scan_dataset(work), dest, level=level, threads=threads,
+                          codec=codec)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     return DeltaPlan(doc["whole"], doc["appended"], deleted), built.size, payload

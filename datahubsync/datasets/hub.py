@@ -43,6 +43,7 @@ class BuildSettings:
     keep_deltas: int = 2  # deltas built from this many previous versions
     max_delta_share: float = 0.5  # a delta larger than this share of the package is dropped
     outside_links: bool = False  # package a dataset dir that is a symlink out of data_root
+    compress_codec: str = "zlib-ng"  # zlib, zlib-ng or isal (packager/deflate.py)
 
 
 @dataclass
@@ -169,7 +170,8 @@ class Builder:
         log.info("dataset %s: building package %s (%d files)", name, version, len(entries))
         try:
             built = build_zip(root, entries, temp, level=self.settings.compress_level,
-                              threads=self.settings.compress_threads)
+                              threads=self.settings.compress_threads,
+                              codec=self.settings.compress_codec)
         except BaseException:
             temp.unlink(missing_ok=True)
             raise
@@ -225,7 +227,8 @@ class Builder:
             try:
                 plan, size, payload = build_delta(package, previous, manifest, temp, work,
                                                   self.settings.compress_level,
-                                                  self.settings.compress_threads)
+                                                  self.settings.compress_threads,
+                                                  self.settings.compress_codec)
             except (OSError, KeyError, ValueError, zipfile.BadZipFile) as exc:
                 log.warning("dataset %s: no delta from %s: %s", record.dataset, old.version,
                             exc)

@@ -1,8 +1,10 @@
 """Build the ZIP "package" of a dataset directory, fast.
 
 ``zipfile`` compresses members one after another on one core and cannot accept
-pre-compressed data, so this module deflates members in worker threads (zlib
-releases the GIL) and writes the ZIP container itself, sequentially and in order.
+pre-compressed data, so this module deflates members in worker threads (zlib,
+zlib-ng and isal all release the GIL) and writes the ZIP container itself,
+sequentially and in order. The codec (``serve.compress_codec``, see deflate.py)
+changes speed and size only: members are raw deflate streams either way.
 The container format written here is deliberately small: file entries only, no
 data descriptors (sizes are known before a header is written), ZIP64 only where
 a field does not fit.
@@ -16,14 +18,15 @@ import os
 import struct
 import tempfile
 import time
-import zlib
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import suppress
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
+
+from datahubsync.datasets.deflate import DEFAULT_CODEC, compressor
 
 log = logging.getLogger(__name__)
 
@@ -101,8 +104,11 @@ def scan_dataset(root: Path) -> list[PackageEntry]:
     return found
 
 
-def _compress(path: Path, level: int) -> _Member | None:
-    """Deflate one file into a spool (runs in a worker); None if the file vanished."""
+def _compress(path: Path, codec: tuple[Callable[[], Any], Callable[..., int]]) -> _Member | None:
+    """Deflate one file into a spool (runs in a worker); None if the file vanished.
+
+    ``codec`` is deflate.compressor()'s (compress object factory, crc32).
+    """
     try:
         f = open(path, "rb")  # closed by the with below
     except FileNotFoundError:
@@ -111,14 +117,15 @@ def _compress(path: Path, level: int) -> _Member | None:
     try:
         with f:
             mtime_ns = os.fstat(f.fileno()).st_mtime_ns
-            comp = zlib.compressobj(level, zlib.DEFLATED, -15)
+            new_compressor, crc32 = codec
+            comp = new_compressor()
             crc = usize = 0
             first = b""
             digest = hashlib.sha256()  # for the manifest; ~1.7 GB/s, beside deflate's 46 MB/s
             while chunk := f.read(_CHUNK):
                 first = first or chunk
                 digest.update(chunk)
-                crc = zlib.crc32(chunk, crc)
+                crc = crc32(chunk, crc)
                 usize += len(chunk)
                 spool.write(comp.compress(chunk))
             spool.write(comp.flush())
@@ -216,17 +223,20 @@ def _write_end(out: _Out, records: list[bytes], force64: bool) -> None:
 
 
 def build_zip(root: Path, entries: Sequence[PackageEntry], dest: Path, *, level: int = 6,
-              threads: int | None = None, _force_zip64: bool = False) -> BuiltPackage:
+              threads: int | None = None, codec: str = DEFAULT_CODEC,
+              _force_zip64: bool = False) -> BuiltPackage:
     """Write a ZIP of ``entries`` (relative to root) to dest, flushed and fsynced.
 
     Members are deflated by ``threads`` workers at most 2*threads ahead of the
     writer (bounds memory), and written in entry order so the output is
-    deterministic. A file gone since the scan is skipped; a resized one is written
+    deterministic. ``codec`` is zlib, zlib-ng or isal (``level`` mapped to its range; zlib
+    if it is not importable). A file gone since the scan is skipped; a resized one is written
     as read. On any error dest is removed, as a half-written zip is worthless.
     ``_force_zip64`` writes every ZIP64 record/field; it exists so tests can
     exercise them without multi-GiB data.
     """
     workers = max(1, threads or os.cpu_count() or 1)
+    deflate = compressor(codec, level)
     pending: deque[tuple[PackageEntry, Future[_Member | None]]] = deque()
     todo: Iterator[PackageEntry] = iter(entries)
     records: list[bytes] = []
@@ -239,7 +249,7 @@ def build_zip(root: Path, entries: Sequence[PackageEntry], dest: Path, *, level:
 
             def refill() -> None:
                 while len(pending) < 2 * workers and (e := next(todo, None)) is not None:
-                    pending.append((e, pool.submit(_compress, root / e.relpath, level)))
+                    pending.append((e, pool.submit(_compress, root / e.relpath, deflate)))
 
             try:
                 refill()

@@ -53,7 +53,7 @@ def publish(loaded: LoadedConfig, out: Path, force: bool = False) -> PublishResu
         newer_ratio=0.0 if force else cfg.newer_ratio, keep_packages=cfg.keep_packages,
         compress_level=cfg.compress_level, compress_threads=cfg.compress_threads, tz=tz,
         fresh_window=cfg.fresh_window, keep_deltas=cfg.keep_deltas,
-        max_delta_share=cfg.max_delta_share,
+        max_delta_share=cfg.max_delta_share, compress_codec=cfg.compress_codec,
     )
     builder = Builder(settings, store, Metrics())
     decisions = builder.run_once(force=force)

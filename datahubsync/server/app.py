@@ -193,6 +193,7 @@ def create_app(loaded: LoadedConfig, *, build: bool = True,
         compress_level=cfg.compress_level, compress_threads=cfg.compress_threads, tz=tz,
         fresh_window=cfg.fresh_window, keep_deltas=cfg.keep_deltas,
         max_delta_share=cfg.max_delta_share, outside_links=cfg.dataset_links_outside,
+        compress_codec=cfg.compress_codec,
     )
     builder = Builder(settings, store, metrics)
     catalog = dataset_routes.Catalog(store, list(cfg.datasets or []), tz)
