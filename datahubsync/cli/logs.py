@@ -70,29 +70,10 @@ def run(app: AppContext) -> int:
     A failed upload leaves the records queued for the next pass; a refused key
     or source (401/403) stops with exit 2.
     """
-    import logging
-    import time
+    from datahubsync.logs.service import run_service
 
-    from datahubsync.core.errors import TempFailError
-    from datahubsync.core.locking import hold_lock
-    from datahubsync.core.sdnotify import notify
-    from datahubsync.logs.service import Listing
-
-    log = logging.getLogger("datahubsync.logs")
     loaded = app.config()
-    cfg = loaded.config.logs
-    listing = Listing(cfg.log_dir, cfg.pattern, cfg.listing_ttl)
-    with hold_lock(loaded.state_dir / "logs" / "logs.lock"):
-        notify("READY=1")
-        while True:
-            try:
-                result = _pass(app, flush=False, listing=listing)
-                notify(f"STATUS=queued {result.pending}, uploaded {result.uploaded}")
-                notify("WATCHDOG=1")
-            except TempFailError as exc:
-                log.warning("%s", exc)
-                notify(f"STATUS=upload failing: {exc}")
-            time.sleep(cfg.upload_interval)
+    return run_service(loaded, _uploader(loaded))
 
 
 @logs.command(epilog=STATUS_HELP)

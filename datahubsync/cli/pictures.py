@@ -24,16 +24,6 @@ def pictures() -> None:
     """
 
 
-def _worker(app: AppContext, heartbeat: Any = None) -> Any:
-    from datahubsync.pictures.worker import Worker, make_source, make_transport, open_ledger
-
-    loaded = app.config()
-    cfg = loaded.config.pictures
-    transport = make_transport(cfg)
-    source = make_source(cfg)
-    return Worker(loaded, open_ledger(loaded), source, transport, heartbeat=heartbeat)
-
-
 def _lock_path(app: AppContext) -> Any:
     return app.config().layout.pictures_lock
 
@@ -67,7 +57,9 @@ def once(app: AppContext) -> int:
     from datahubsync.core.locking import hold_lock
 
     with hold_lock(_lock_path(app)):
-        worker = _worker(app)
+        from datahubsync.pictures.service import open_worker
+
+        worker = open_worker(app.config())
         try:
             result = worker.one_pass()
         finally:
@@ -90,31 +82,16 @@ def run(app: AppContext, supervise: bool) -> int:
     waiting, so systemd (Restart=on-failure) starts it afresh. It never
     re-executes itself and never changes PATH.
     """
+    loaded = app.config()
     if supervise:
+        from datahubsync.pictures.service import supervise_argv
         from datahubsync.pictures.supervise import supervise_worker
 
-        loaded = app.config()
-        argv = ["pictures", "run"]
-        if app.config_path:
-            argv = ["--config", app.config_path, *argv]
-        if app.log_level:
-            argv = ["--log-level", app.log_level.lower(), *argv]
-        return supervise_worker(argv, loaded.config.pictures.supervise_delay)
-    from datahubsync.core.locking import hold_lock
-    from datahubsync.core.sdnotify import notify
-    from datahubsync.core.wakeup import Wakeup
+        return supervise_worker(supervise_argv(app.config_path, app.log_level),
+                                loaded.config.pictures.supervise_delay)
+    from datahubsync.pictures.service import run_service
 
-    with hold_lock(_lock_path(app)):
-        worker = _worker(app, heartbeat=lambda status: (notify("WATCHDOG=1"),
-                                                         notify(f"STATUS={status}")))
-        wakeup = Wakeup(app.config().layout.pictures_wakeup)  # serve pokes it after a push
-        try:
-            worker.run_forever(sleep=wakeup.sleep, notify=notify)
-        finally:
-            wakeup.close()
-            worker.transport.close()
-            worker.ledger.close()
-    return ExitCode.OK
+    return run_service(loaded)
 
 
 @pictures.command(epilog=EXIT_STATUS_HELP)

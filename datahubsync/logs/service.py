@@ -163,3 +163,31 @@ def stats(queue: LogQueue) -> dict[str, Any]:
             "dedupe_rate": round((totals["dup_day"] + totals["dup_global"]) / ips, 4),
             "per_day": [{"date": day, **{n: d.get(n, 0) for n in names}}
                         for day, d in sorted(days.items())]}
+
+
+def run_service(loaded: LoadedConfig, uploader: Any) -> int:
+    """``logs run``: a pass every ``logs.upload_interval`` until SIGTERM (``core.service``).
+
+    A failed upload leaves its records queued for the next pass (the loop goes
+    on and says so in STATUS); a refused key or source (401/403) stops it with
+    exit 2, since retrying cannot fix it.
+    """
+    from datahubsync.core.errors import TempFailError
+    from datahubsync.core.locking import hold_lock
+    from datahubsync.core.service import Pass, ServiceLoop
+
+    cfg = loaded.config.logs
+    listing = Listing(cfg.log_dir, cfg.pattern, cfg.listing_ttl)
+
+    def one() -> Pass:
+        try:
+            with open_queue(loaded) as queue:
+                result = one_pass(loaded, queue, listing, uploader, flush=False)
+        except TempFailError as exc:
+            log.warning("%s", exc)
+            return Pass(False, False, f"upload failing: {exc}", error=str(exc))
+        return Pass(bool(result.uploaded or result.queued), True,
+                    f"queued {result.pending}, uploaded {result.uploaded}")
+
+    with hold_lock(loaded.layout.logs_lock):
+        return ServiceLoop("logs", cfg.upload_interval).run(one)

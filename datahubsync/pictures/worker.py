@@ -28,7 +28,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from datahubsync.core.config import LoadedConfig
-from datahubsync.core.errors import ConfigError, DatahubsyncError, TempFailError
+from datahubsync.core.errors import ConfigError, TempFailError
+from datahubsync.core.service import Pass
 from datahubsync.pictures.ledger import FileRow, Ledger, Outcome, RetryRules, ledger_url
 from datahubsync.pictures.sql_source import (
     CURSOR_NAME,
@@ -56,10 +57,6 @@ RECORD_SECONDS = 1.0
 class ServerRefused(ConfigError):
     """Our picture server answered 401/403: every file would fail the same way, so the
     pass stops (exit 2) instead of spending attempts and backoff on each of them."""
-
-
-class StalledError(DatahubsyncError):
-    """No progress for ``stall_timeout``: exit so the service manager restarts us."""
 
 
 @dataclass
@@ -402,38 +399,18 @@ class Worker:
             self.ledger.set_meta("last_download", str(self.clock()))
         return result
 
-    def run_forever(self, sleep: Callable[[float], None] = time.sleep,
-                    notify: Callable[[str], Any] = lambda _m: None,
-                    passes: int | None = None) -> None:
-        """Pass after pass; raises StalledError when stuck for ``stall_timeout``."""
-        last_progress = self.clock()
-        last_error = "none"
-        notify("READY=1")
-        done = 0
-        while passes is None or done < passes:
-            done += 1
-            try:
-                result = self.one_pass()
-            except TempFailError as exc:
-                last_error = str(exc)
-                log.warning("pass failed: %s", exc)
-                notify(f"STATUS=failing: {exc}")
-                result = None
-            waiting = self.ledger.next_file_due() if result is not None else None
-            if result is not None:
-                if result.progressed or (waiting is None and not result.errors):
-                    last_progress = self.clock()
-                    notify("WATCHDOG=1")
-                elif result.errors:
-                    last_error = result.errors[-1]
-                notify(f"STATUS=downloaded {result.downloaded}, failed {result.failed}, "
-                       f"new tasks {result.new_tasks}")
-            stuck = self.clock() - last_progress
-            if stuck >= self.cfg.stall_timeout:
-                raise StalledError(f"no progress for {stuck / 3600:.1f} h "
-                                   f"(pictures.stall_timeout {self.cfg.stall_timeout:g}s); "
-                                   f"last error: {last_error}")
-            sleep(self._pause(waiting))
+    def service_pass(self) -> Pass:
+        """One pass as the service loop sees it (``core.service``)."""
+        try:
+            result = self.one_pass()
+        except TempFailError as exc:
+            log.warning("pass failed: %s", exc)
+            return Pass(False, False, f"failing: {exc}", error=str(exc))
+        waiting = self.ledger.next_file_due()
+        return Pass(result.progressed, waiting is None,
+                    f"downloaded {result.downloaded}, failed {result.failed}, new tasks "
+                    f"{result.new_tasks}", next_in=self._pause(waiting),
+                    error=result.errors[-1] if result.errors else None)
 
     def _pause(self, next_due: float | None) -> float:
         """Until the next poll, or sooner when a failed file falls due (at least 1 s)."""
