@@ -61,16 +61,10 @@ def _server_check(cfg: Any) -> Check:
                      "pictures.server_url is not set" + (" (push tasks with URLs only)"
                                                          if cfg.source == "push" else ""),
                      "set pictures.server_url to the serve that has picture_roots")
-    import requests
+    from datahubsync.core.http import probe
 
-    try:
-        response = requests.get(f"{cfg.server_url}/health", timeout=5)
-        ok = response.status_code == 200
-        detail = f"{cfg.server_url}: HTTP {response.status_code}"
-    except requests.RequestException as exc:
-        from datahubsync.core.http import describe_error
-
-        ok, detail = False, f"{cfg.server_url}: {describe_error(exc)}"
+    status, detail = probe(f"{cfg.server_url}/health")
+    ok = status == 200
     return Check("picture server", ok, detail, "start `datahubsync serve` there or fix the URL")
 
 

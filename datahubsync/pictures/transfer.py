@@ -33,9 +33,8 @@ from pathlib import Path
 from typing import Protocol
 from urllib.parse import quote, unquote, urlsplit
 
-from datahubsync import __version__
 from datahubsync.core.crashpoint import CrashPoint
-from datahubsync.core.http import describe_error
+from datahubsync.core.http import KeepAlivePool, describe_error
 from datahubsync.core.statefile import AtomicFile
 from datahubsync.pictures.paths import split_client_path
 
@@ -115,22 +114,17 @@ class PathLocks:
                     self._held[dest] = (lock, users - 1)
 
 
-_STALE = (http.client.RemoteDisconnected, http.client.CannotSendRequest,
-          http.client.ResponseNotReady, BrokenPipeError, ConnectionResetError)
 _NETWORK_ERRNOS = {errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EHOSTDOWN, errno.ENETDOWN}
-ERROR_BODY_MAX = 64 * 1024  # an error page longer than this is not read: the connection goes
 
 
 class HttpTransport:
     """``GET {server_url}/files/{path}`` over keep-alive connections, one per worker thread
     and server.
 
-    ``http.client`` directly: with 200 KB pictures the client's CPU bounds the
-    transfer rate, and a request cost 1.3 ms of CPU through requests, 0.5 ms
-    through urllib3 and 0.2 ms here (bench/bench_pictures.py). What urllib3
-    gave on top is small and done here: a connection the server closed while
-    idle is retried once on a fresh one (GET and HEAD only), a response not
-    read to its end closes its connection, and the body length is checked.
+    Through ``core.http.KeepAlivePool`` (with 200 KB pictures the client's CPU
+    bounds the transfer rate; see there): a connection the server closed while
+    idle is retried once on a fresh one, a response not read to its end closes
+    its connection, and the body length is checked here.
     """
 
     def __init__(self, server_url: str | None, token: str | None, timeout: float,
@@ -139,11 +133,7 @@ class HttpTransport:
         self.server_url = server_url
         self.token = token
         self.timeout = timeout
-        self.connect_timeout = min(10.0, timeout)
-        self.user_agent = f"datahubsync/{__version__}"
-        self._local = threading.local()  # per thread: {(scheme, netloc): connection}
-        self._guard = threading.Lock()
-        self._all: list[http.client.HTTPConnection] = []
+        self.pool = KeepAlivePool(timeout)
 
     def url_for(self, remote: str) -> tuple[str, dict[str, str]]:
         if is_url(remote):
@@ -160,65 +150,19 @@ class HttpTransport:
         return not is_url(remote) or bool(self.server_url
                                           and remote.startswith(self.server_url + "/"))
 
-    def _connection(self, scheme: str, netloc: str) -> tuple[http.client.HTTPConnection, bool]:
-        """This thread's connection to ``netloc``, and whether it was open already (kept
-        alive from an earlier request, so the server may have closed it meanwhile)."""
-        conns = getattr(self._local, "conns", None)
-        if conns is None:
-            conns = self._local.conns = {}
-        conn = conns.get((scheme, netloc))
-        if conn is None:
-            if scheme == "https":
-                conn = http.client.HTTPSConnection(netloc, timeout=self.connect_timeout)
-            elif scheme == "http":
-                conn = http.client.HTTPConnection(netloc, timeout=self.connect_timeout)
-            else:
-                raise UnsafePath(f"not an http(s) URL: {scheme}://{netloc}")
-            conns[(scheme, netloc)] = conn
-            with self._guard:
-                self._all.append(conn)
-        if conn.sock is not None:
-            return conn, True
-        conn.connect()
-        conn.sock.settimeout(self.timeout)  # connect with the short timeout, read with this
-        return conn, False
-
-    def _request(self, method: str, url: str,
-                 headers: dict[str, str]) -> tuple[http.client.HTTPConnection,
-                                                   http.client.HTTPResponse]:
-        parts = urlsplit(url)
-        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-        headers = {"User-Agent": self.user_agent, **headers}
-        while True:
-            conn, reused = self._connection(parts.scheme, parts.netloc)
-            try:
-                conn.request(method, target, headers=headers)
-                return conn, conn.getresponse()
-            except _STALE:
-                conn.close()
-                if not reused:  # a fresh connection failing is the server's answer
-                    raise
-
-    @staticmethod
-    def _discard(conn: http.client.HTTPConnection, response: http.client.HTTPResponse) -> None:
-        """Read a short error body so the connection can serve the next request."""
-        body = response.read(ERROR_BODY_MAX + 1)
-        if len(body) > ERROR_BODY_MAX or not response.isclosed():
-            conn.close()
-
     def fetch(self, remote: str, dest: Path) -> Fetched:
         url, headers = self.url_for(remote)
         conn: http.client.HTTPConnection | None = None
         try:
             have = _existing_size(dest)
             if have is not None:
-                conn, head = self._request("HEAD", url, headers)
+                conn, head = self.pool.request("HEAD", url, headers)
                 head.read()
                 if head.status == 200 and head.getheader("Content-Length") == str(have):
                     return Fetched("downloaded", have, skipped=True)
-            conn, response = self._request("GET", url, headers)
+            conn, response = self.pool.request("GET", url, headers)
             if response.status != 200:
-                self._discard(conn, response)  # the error body must not be left for the next
+                self.pool.discard(conn, response)  # the error body must not be left for the next
                 if response.status in (404, 410):
                     return Fetched("not_found", error=f"HTTP {response.status} from server")
                 if response.status in (401, 403) and self.is_ours(remote):
@@ -267,10 +211,7 @@ class HttpTransport:
             return Fetched("error", error=f"local: {exc.strerror or exc}: {exc.filename or dest}")
 
     def close(self) -> None:
-        with self._guard:
-            for conn in self._all:
-                conn.close()
-            self._all.clear()
+        self.pool.close()
 
 
 class TooLong(Exception):
