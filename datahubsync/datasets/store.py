@@ -4,6 +4,12 @@ The sidecar (``<zip>.json``) records what the package holds and the data
 version it represents; a package without a sidecar is not published, so a
 reader never sees a half-written package. Both the builder and every server
 worker read the store from disk, which is what lets several workers share it.
+
+For a web server in front (``datahubsync serve nginx-config``), every publish
+also points stable links at the current version: ``current/{dataset}.zip`` →
+``../{dataset}_{version}.zip`` and ``current/{dataset}.manifest.json`` → its
+manifest, each replaced atomically (a symlink under a temp name, then
+``os.replace``), so such a server never sees a missing or half-made link.
 """
 
 from __future__ import annotations
@@ -27,6 +33,7 @@ SIDECAR = ".zip.json"
 MANIFEST = ".manifest.json"
 DELTA_SIDECAR = ".delta.json"
 MANIFEST_FORMAT = 1
+CURRENT_DIR = "current"  # stable links to the published version of each dataset
 MANIFEST_WRITTEN = CrashPoint("hub.manifest_written", "a new version's manifest written, "
                               "its package still under the temp name")
 PACKAGE_RENAMED = CrashPoint("hub.package_renamed", "a new package under its final name, "
@@ -194,9 +201,47 @@ class PackageStore:
         PACKAGE_RENAMED.reached()
         write_json_atomic(final.with_name(final.name[: -len(".zip")] + SIDECAR), record.to_json())
         PACKAGE_PUBLISHED.reached()
+        self._link_current_logged(record)
         self.prune(record.dataset, keep)
         self.prune_deltas(record.dataset, record.version)
         return final
+
+    def current_links(self, dataset: str) -> tuple[Path, Path]:
+        """The stable links of a dataset: its package and its manifest."""
+        links = self.cache_dir / CURRENT_DIR
+        return links / f"{dataset}.zip", links / f"{dataset}{MANIFEST}"
+
+    def link_current(self, record: PackageRecord) -> None:
+        """Point the stable links at ``record``'s package and manifest (atomically each).
+
+        A version without a manifest removes the manifest link, which would
+        otherwise name an older version's files.
+        """
+        package_link, manifest_link = self.current_links(record.dataset)
+        package_link.parent.mkdir(exist_ok=True)
+        _replace_symlink(package_link, f"../{record.file}")
+        manifest = self.manifest_path(record.dataset, record.version)
+        if manifest.exists():
+            _replace_symlink(manifest_link, f"../{manifest.name}")
+        else:
+            manifest_link.unlink(missing_ok=True)
+
+    def _link_current_logged(self, record: PackageRecord) -> None:
+        try:
+            self.link_current(record)
+        except OSError as exc:  # serve itself publishes from the sidecars: keep going
+            log.error("cannot update %s/%s.zip (a web server in front keeps serving the "
+                      "previous version): %s", CURRENT_DIR, record.dataset, exc)
+
+    def relink_current(self) -> None:
+        """Make the stable links match what is published (a killed commit, an upgrade)."""
+        links = self.cache_dir / CURRENT_DIR
+        if links.is_dir():
+            for entry in os.scandir(links):
+                if entry.name.startswith(".") and entry.name.endswith(".tmp"):
+                    os.unlink(entry.path)
+        for published in self.current().values():
+            self._link_current_logged(published.record)
 
     def prune(self, dataset: str, keep: int) -> None:
         """Keep the current package and ``keep`` older ones; delete the rest."""
@@ -211,7 +256,7 @@ class PackageStore:
             log.info("pruned old package %s", old.file)
 
     def remove_temp_files(self) -> None:
-        """Drop temp files a killed build left behind."""
+        """Drop temp files a killed build left behind; put the stable links right."""
         try:
             entries = list(os.scandir(self.cache_dir))
         except FileNotFoundError:
@@ -222,3 +267,20 @@ class PackageStore:
                     os.unlink(entry.path)
                 except OSError:
                     pass
+        try:
+            self.relink_current()
+        except OSError as exc:
+            log.error("cannot update the links in %s: %s", self.cache_dir / CURRENT_DIR, exc)
+
+
+def _replace_symlink(link: Path, target: str) -> None:
+    """``link`` → ``target``, replaced in one rename (readers see the old or the new one)."""
+    try:
+        if os.readlink(link) == target:
+            return
+    except OSError:
+        pass
+    temp = link.with_name(f".{link.name}.{os.getpid()}.tmp")
+    temp.unlink(missing_ok=True)
+    os.symlink(target, temp)
+    os.replace(temp, link)
