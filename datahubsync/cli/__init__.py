@@ -13,6 +13,7 @@ from datahubsync.cli.batch import batch
 from datahubsync.cli.configcmd import config_group
 from datahubsync.cli.datasets import datasets
 from datahubsync.cli.doctor import doctor
+from datahubsync.cli.fleet import fleet
 from datahubsync.cli.logs import logs
 from datahubsync.cli.pictures import pictures
 from datahubsync.cli.runner import AppContext, accept_root_options, json_option
@@ -31,10 +32,12 @@ LOG_LEVELS = click.Choice(["debug", "info", "warning", "error"], case_sensitive=
               help="Config file (default /etc/datahubsync/config.yaml, then ./config.yaml)")
 @click.option("--log-level", type=LOG_LEVELS, help="Override logging.level from the config")
 @click.option("--json", "json_output", is_flag=True, help="Print results as JSON")
+@click.option("--metrics-file", type=click.Path(dir_okay=False),
+              help="Write node_exporter textfile metrics of the run here (fleet.metrics_file)")
 @click.version_option(__version__, "--version", prog_name="datahubsync")
 @click.pass_context
 def cli(ctx: click.Context, config_path: str | None, log_level: str | None,
-        json_output: bool) -> None:
+        json_output: bool, metrics_file: str | None) -> None:
     """Keep a fleet of servers fed with data: datasets from a hub, and the hub itself.
 
     \b
@@ -43,7 +46,8 @@ def cli(ctx: click.Context, config_path: str | None, log_level: str | None,
       datahubsync serve                  # systemd service on the hub
       datahubsync doctor                 # what is wrong with this host's setup
     """
-    ctx.obj = AppContext(config_path, log_level.upper() if log_level else None, json_output)
+    ctx.obj = AppContext(config_path, log_level.upper() if log_level else None, json_output,
+                         metrics_file)
 
 
 @cli.command()
@@ -76,6 +80,7 @@ cli.add_command(batch)
 cli.add_command(logs)
 cli.add_command(pictures)
 cli.add_command(config_group)
+cli.add_command(fleet)
 accept_root_options(cli)
 
 

@@ -67,7 +67,7 @@ def _run_with_bar(app: AppContext, doc: dict[str, Any], action: Any) -> dict[str
               help="Trading days, one YYYY-MM-DD per line (default batch.calendar, else Mon-Fri)")
 @json_option
 @click.pass_obj
-@run_command
+@run_command(report="batch run")
 def run(app: AppContext, start: str, end: str, job: str | None, workers: int | None,
         dry_run: bool, calendar: Path | None) -> int:
     """Run JOB for every day from --from to --to.
@@ -89,6 +89,7 @@ def run(app: AppContext, start: str, end: str, job: str | None, workers: int | N
         return ExitCode.OK
     doc = service.create(plan)
     doc = _run_with_bar(app, doc, lambda cb: service.run(doc["task_id"], on_change=cb))
+    app.report("batch", _reported(doc), items_failed=int(doc.get("failed") or 0))
     app.emit(dict(doc, message_type="batch_result"), lambda: _summary(doc))
     return _exit_code(doc)
 
@@ -100,7 +101,7 @@ def run(app: AppContext, start: str, end: str, job: str | None, workers: int | N
               help="Internal (the API): start a task it created, honouring a cancel request")
 @json_option
 @click.pass_obj
-@run_command
+@run_command(report="batch resume")
 def resume(app: AppContext, task_id: str, workers: int | None, start_only: bool) -> int:
     """Continue TASK_ID with the first day not done (after a crash, kill -9 or cancel).
 
@@ -111,6 +112,7 @@ def resume(app: AppContext, task_id: str, workers: int | None, start_only: bool)
     doc = service.store.load(task_id)
     action = service.run if start_only else service.resume
     doc = _run_with_bar(app, doc, lambda cb: action(task_id, workers, on_change=cb))
+    app.report("batch", _reported(doc), items_failed=int(doc.get("failed") or 0))
     app.emit(dict(doc, message_type="batch_result"), lambda: _summary(doc))
     return _exit_code(doc)
 
@@ -178,6 +180,11 @@ def _summary(doc: dict[str, Any], detail: bool = False) -> str:
                 f"{entry['rows']} rows" if entry.get("rows") is not None else "")
             lines.append(f"    {day}  {entry['status']:<9} {extra}".rstrip())
     return "\n".join(lines)
+
+
+def _reported(doc: dict[str, Any]) -> dict[str, Any]:
+    return {k: doc.get(k) for k in ("task_id", "job", "status", "total", "success", "failed",
+                                    "skipped", "message")}
 
 
 def _history(rows: list[dict[str, Any]]) -> str:

@@ -26,7 +26,7 @@ def datasets() -> None:
               help="Give up (and fail) when the whole sync takes longer than this")
 @json_option
 @click.pass_obj
-@run_command
+@run_command(report="datasets sync")
 def sync(app: AppContext, names: tuple[str, ...], force: bool, dry_run: bool,
          max_time: float | None) -> int:
     """Download and install datasets whose hub version is newer than ours.
@@ -44,9 +44,20 @@ def sync(app: AppContext, names: tuple[str, ...], force: bool, dry_run: bool,
     results = run_sync(loaded, SyncOptions(names=names, force=force, dry_run=dry_run,
                                            max_time=max_time,
                                            progress=make_progress(app.json)))
+    app.report("datasets", [_reported(r) for r in results],
+               bytes_moved=sum(r.bytes_downloaded for r in results),
+               items_failed=sum(r.failed for r in results))
     app.emit({"message_type": "summary", "datasets": [asdict(r) for r in results]},
              lambda: "\n".join(_sync_line(r) for r in results))
     return ExitCode.PARTIAL if any(r.failed for r in results) else ExitCode.OK
+
+
+def _reported(r: Any) -> dict[str, Any]:
+    """What the hub's fleet view needs of one dataset's sync."""
+    installed = r.remote_last_updated if r.status == "installed" else r.local_last_updated
+    return {"name": r.name, "status": r.status, "installed": installed,
+            "hub": r.remote_last_updated, "method": r.method, "bytes": r.bytes_downloaded,
+            "seconds": r.seconds, "message": r.message[:300]}
 
 
 def _sync_line(r: Any) -> str:

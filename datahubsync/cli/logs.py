@@ -46,14 +46,20 @@ def _pass(app: AppContext, flush: bool, listing: Any = None) -> Any:
 @logs.command(epilog=EXIT_STATUS_HELP)
 @json_option
 @click.pass_obj
-@run_command
+@run_command(report="logs once")
 def once(app: AppContext) -> int:
     """Read what is new in every log file, queue it, upload everything queued."""
     from datahubsync.core.locking import hold_lock
+    from datahubsync.logs.service import fleet_view, open_queue
+    from datahubsync.logs.service import status as get_status
 
     loaded = app.config()
-    with hold_lock(loaded.state_dir / "logs" / "logs.lock"):
-        result = _pass(app, flush=True)
+    with hold_lock(loaded.layout.logs_lock):
+        try:
+            result = _pass(app, flush=True)
+        finally:
+            with open_queue(loaded) as queue:
+                app.report("logs", fleet_view(get_status(loaded, queue)))
     app.emit({"message_type": "logs_pass", **asdict(result)},
              lambda: f"{result.files} files, {result.lines} lines, {result.ips} IPs, "
                      f"{result.queued} new, {result.duplicates} duplicates; uploaded "

@@ -47,7 +47,7 @@ def _summary(result: Any) -> str:
 @pictures.command(epilog=EXIT_STATUS_HELP)
 @json_option
 @click.pass_obj
-@run_command
+@run_command(report="pictures once")
 def once(app: AppContext) -> int:
     """One pass: new tasks from the source, every due file, due processing and callbacks.
 
@@ -62,6 +62,8 @@ def once(app: AppContext) -> int:
         worker = open_worker(app.config())
         try:
             result = worker.one_pass()
+            app.report("pictures", worker.health(), bytes_moved=result.bytes,
+                       items_failed=result.failed + result.step_failures)
         finally:
             worker.transport.close()
             worker.ledger.close()

@@ -24,6 +24,7 @@ from datahubsync.core.textsafe import json_printable, printable
 
 if TYPE_CHECKING:  # pydantic is imported only by commands that load the config
     from datahubsync.core.config import LoadedConfig
+    from datahubsync.core.report import RunRecord
 
 log = logging.getLogger("datahubsync")
 F = TypeVar("F", bound=Callable[..., Any])
@@ -36,7 +37,17 @@ class AppContext:
     config_path: str | None = None
     log_level: str | None = None
     json: bool = False
+    metrics_file: str | None = None
+    run: RunRecord | None = None  # the report of this run, when the command makes one
     _loaded: LoadedConfig | None = field(default=None, repr=False)
+
+    def report(self, section: str, details: Any, *, bytes_moved: int = 0,
+               items_failed: int = 0) -> None:
+        """Add what the command did to the run's report (see ``core.report``)."""
+        if self.run is not None:
+            self.run.details[section] = details
+            self.run.bytes += bytes_moved
+            self.run.items_failed += items_failed
 
     def config(self) -> LoadedConfig:
         """Load and validate the config once; set up logging from it."""
@@ -92,6 +103,11 @@ def accept_root_options(group: click.Group) -> None:
                 ["--config", "config_path"], type=click.Path(dir_okay=False),
                 expose_value=False, callback=_set_root("config_path"),
                 help="Config file (as before the command name)"))
+        if "--metrics-file" not in names:
+            command.params.append(click.Option(
+                ["--metrics-file"], type=click.Path(dir_okay=False), expose_value=False,
+                callback=_set_root("metrics_file"),
+                help="Write node_exporter textfile metrics of this run here"))
         if "--log-level" not in names:
             command.params.append(click.Option(
                 ["--log-level"], type=click.Choice(["debug", "info", "warning", "error"],
@@ -100,41 +116,75 @@ def accept_root_options(group: click.Group) -> None:
                 help="Override logging.level (as before the command name)"))
 
 
-def run_command(func: F) -> F:
-    """Wrap a command: map our errors to exit codes, one line each."""
+def run_command(func: F | None = None, *, report: str | None = None) -> Any:
+    """Wrap a command: map our errors to exit codes, one line each.
+
+    ``@run_command(report="datasets sync")``: when the run ends (however it ends,
+    once the config is loaded) it is reported to the hub and written to the
+    metrics file (``core.report``); the command adds its details with
+    ``app.report(...)``.
+    """
+    if func is None:
+        return lambda f: run_command(f, report=report)
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         app = click.get_current_context().find_object(AppContext) or AppContext()
         setup_logging(app.log_level or "INFO")
+        if report is not None:
+            from datahubsync.core.report import RunRecord
+
+            app.run = RunRecord(report)
+        code: int = 0
         try:
-            code = func(*args, **kwargs)
+            code = int(func(*args, **kwargs) or 0)
         except DatahubsyncError as exc:
-            _fail(app, str(exc), exc.exit_code)
+            code = _fail(app, str(exc), exc.exit_code)
         except KeyboardInterrupt:
-            _fail(app, "interrupted", ExitCode.INTERRUPTED)
+            code = _fail(app, "interrupted", ExitCode.INTERRUPTED)
         except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise
         except OSError as exc:  # the environment, not a bug: say which file and why
             where = f": {exc.filename}" if exc.filename else ""
             log.debug("OS error", exc_info=True)
-            _fail(app, f"{exc.strerror or exc}{where}", ExitCode.PARTIAL)
+            code = _fail(app, f"{exc.strerror or exc}{where}", ExitCode.PARTIAL)
         except Exception as exc:  # noqa: BLE001 - the last line of defence
             log.debug("unexpected error", exc_info=True)
-            _fail(app, f"internal error: {type(exc).__name__}: {exc} "
-                       "(run with --log-level debug for details)", ExitCode.SOFTWARE)
-        sys.exit(int(code or 0))
+            code = _fail(app, f"internal error: {type(exc).__name__}: {exc} "
+                              "(run with --log-level debug for details)", ExitCode.SOFTWARE)
+        finally:
+            _finish(app, code)
+        sys.exit(code)
 
-    return wrapper  # type: ignore[return-value]
+    return wrapper
 
 
-def _fail(app: AppContext, message: str, code: ExitCode) -> None:
+def _finish(app: AppContext, code: int) -> None:
+    """Report the run (never failing it): only when the config could be loaded."""
+    if app.run is None or app._loaded is None:  # noqa: SLF001 - our own context
+        return
+    from pathlib import Path
+
+    from datahubsync.core.report import finish_run
+
+    app.run.exit_code = code
+    try:
+        finish_run(app._loaded, app.run,  # noqa: SLF001
+                   Path(app.metrics_file) if app.metrics_file else None)
+    except Exception:  # noqa: BLE001 - reporting never changes the command's outcome
+        log.warning("the run could not be reported", exc_info=log.isEnabledFor(10))
+
+
+def _fail(app: AppContext, message: str, code: ExitCode) -> int:
+    """Print the error line (JSON on stderr with ``--json``); returns the exit code."""
+    if app.run is not None:
+        app.run.message = message
     if app.json:
         click.echo(json_printable(json.dumps({"message_type": "exit_error", "message": message,
                                               "code": int(code)})), err=True)
     else:
         click.echo(f"datahubsync: error: {printable(message, keep_lines=False)}", err=True)
-    sys.exit(int(code))
+    return int(code)
 
 
 def render_table(header: list[str], rows: list[list[str]]) -> str:

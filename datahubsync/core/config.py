@@ -30,6 +30,14 @@ ENV_PREFIX = "DATAHUBSYNC_"
 DEFAULT_LOCATIONS = (Path("/etc/datahubsync/config.yaml"), Path("config.yaml"))
 
 
+def _http_url(value: str | None, strip: bool = True) -> str | None:
+    """The one check of an http(s) URL in the config (trailing slashes dropped when
+    ``strip``: a base URL that paths are appended to)."""
+    if value is not None and not value.startswith(("http://", "https://")):
+        raise ValueError("must start with http:// or https://")
+    return value.rstrip("/") if value and strip else value
+
+
 class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_default=True)
 
@@ -140,9 +148,7 @@ class LogsConfig(_Section):
     @field_validator("api_endpoint")
     @classmethod
     def _endpoint(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith(("http://", "https://")):
-            raise ValueError("must start with http:// or https://")
-        return value
+        return _http_url(value, strip=False)
 
     @field_validator("ip_regex")
     @classmethod
@@ -215,9 +221,7 @@ class PicturesConfig(_Section):
     @field_validator("server_url", "callback_url")
     @classmethod
     def _http(cls, value: str | None) -> str | None:
-        if value is not None and not value.startswith(("http://", "https://")):
-            raise ValueError("must start with http:// or https://")
-        return value.rstrip("/") if value else value
+        return _http_url(value)
 
     @field_validator("image_columns")
     @classmethod
@@ -408,6 +412,88 @@ class LoggingConfig(_Section):
     file: Path | None = None
 
 
+class SmtpConfig(_Section):
+    """Mail for alerts: plain SMTP, STARTTLS unless told not to, auth from the environment."""
+
+    host: str
+    port: int = Field(587, ge=1, le=65535)
+    starttls: bool = True
+    username: str | None = None
+    password_env: str = "DATAHUBSYNC_SMTP_PASSWORD"  # the variable holding the password
+    sender: str = "datahubsync@localhost"
+    to: list[str] = Field(min_length=1)
+    timeout: float = Field(10, gt=0)
+
+
+class WebhookConfig(_Section):
+    url: str
+    headers: dict[str, str] = Field(default_factory=dict)
+
+    @field_validator("url")
+    @classmethod
+    def _http(cls, value: str) -> str:
+        return _http_url(value) or value
+
+
+ALERT_RULES = ("dataset_late", "sync_failed", "host_silent", "pictures_given_up",
+               "logs_severe", "batch_failed")
+
+
+class AlertsConfig(_Section):
+    """Alerts without Prometheus: a message when a condition starts and one when it
+    clears, to every webhook (JSON POST, retried with backoff) and mail recipient."""
+
+    rules: list[Literal["dataset_late", "sync_failed", "host_silent", "pictures_given_up",
+                        "logs_severe", "batch_failed"]] = Field(
+        default_factory=lambda: list(ALERT_RULES))
+    webhooks: list[WebhookConfig] = Field(default_factory=list)
+    smtp: SmtpConfig | None = None
+    min_interval: float = Field(3600, ge=0)  # seconds before the same alert is sent again
+    check_interval: float = Field(60, gt=0)  # seconds between evaluations
+    retries: int = Field(5, ge=1)
+
+
+class FleetConfig(_Section):
+    """Reports of every client run to the hub, and the hub's view of its fleet."""
+
+    # clients
+    report: bool = True  # send a report to the hub when a run ends
+    report_url: str | None = None  # null = hub.url (set it for hubs published as static files)
+    token: str | None = None  # bearer for the report route, outside serve.trusted_networks
+    host: str | None = None  # the name this host reports; null = its host name
+    timeout: float = Field(3, gt=0)  # seconds; one try, then the report is kept for the next
+    outbox_max: int = Field(50, ge=0)  # reports kept while the hub is unreachable
+    metrics_file: Path | None = None  # node_exporter textfile metrics, e.g. .../datahubsync.prom
+    service_report_every: float = Field(300, gt=0)  # pictures run / logs run: seconds between
+    # the hub
+    store_url: str | None = None  # postgresql://...; null = SQLite in {state_dir}/serve
+    retention_days: int = Field(30, ge=1)
+    ready_by: str = Field("09:00", pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")  # hub's zone
+    silent_after: float = Field(93600, gt=0)  # seconds without a report: the host is silent
+    expected_hosts: list[str] = Field(default_factory=list)  # shown red until they report
+    # who may read the page and /api/v1/fleet without a token (the report route follows
+    # serve.trusted_networks): loopback and the private ranges by default
+    view_networks: list[str] = Field(default_factory=lambda: [
+        "127.0.0.0/8", "::1/128", "10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16",
+        "fc00::/7"])
+    alerts: AlertsConfig = Field(default_factory=AlertsConfig)
+
+    @field_validator("report_url")
+    @classmethod
+    def _report_url(cls, value: str | None) -> str | None:
+        return _http_url(value)
+
+    @field_validator("view_networks")
+    @classmethod
+    def _view_networks(cls, value: list[str]) -> list[str]:
+        return _check_networks(value) or []
+
+    @field_validator("store_url")
+    @classmethod
+    def _store_url(cls, value: str | None) -> str | None:
+        return check_store_url(value, ("postgresql", "postgres"))
+
+
 class Config(_Section):
     """The whole configuration file."""
 
@@ -420,6 +506,7 @@ class Config(_Section):
     batch: BatchConfig = Field(default_factory=BatchConfig)
     logs: LogsConfig = Field(default_factory=LogsConfig)
     pictures: PicturesConfig = Field(default_factory=PicturesConfig)
+    fleet: FleetConfig = Field(default_factory=FleetConfig)
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ import signal
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from datahubsync.core.errors import DatahubsyncError
@@ -42,6 +42,7 @@ class Pass:
     status: str  # for STATUS= and the log
     next_in: float | None = None  # seconds to the next pass (None: the interval)
     error: str | None = None  # the last error, named when the loop stalls
+    details: dict[str, Any] = field(default_factory=dict)  # for the fleet report
 
 
 @dataclass
@@ -54,6 +55,8 @@ class ServiceLoop:
     notify: Callable[[str], Any] = sd_notify
     sleep: Callable[[float], Any] = time.sleep
     clock: Callable[[], float] = time.monotonic
+    # after each pass: (status, details, healthy) to the fleet report (throttled there)
+    report: Callable[[str, dict[str, Any], bool], Any] | None = None
 
     def heartbeat(self, status: str) -> None:
         """Inside a long pass: the loop is alive (WATCHDOG=1) and doing ``status``."""
@@ -77,6 +80,9 @@ class ServiceLoop:
                     if outcome.error:
                         last_error = outcome.error
                     self.notify(f"STATUS={outcome.status}")
+                    if self.report is not None:
+                        self.report(outcome.status, outcome.details,
+                                    outcome.error is None)
                     stuck = self.clock() - last_progress
                     if self.stall_timeout is not None and stuck >= self.stall_timeout:
                         raise StalledError(

@@ -39,3 +39,17 @@ def datasets_document(names: Iterable[str], published: Mapping[str, Published],
         "generated_at": format_hub_time(dt.datetime.now(tz), tz),
         "datasets": [dataset_entry(n, published.get(n)) for n in every],
     }
+
+
+def current_versions(published: Mapping[str, Published]) -> dict[str, str]:
+    """The data version the hub serves now, per dataset (what a host must hold)."""
+    return {name: p.record.last_updated for name, p in published.items()}
+
+
+def package_summary(published: Mapping[str, Published]) -> list[dict[str, Any]]:
+    """The hub's packages for the fleet page: version, build time, size, delta sizes."""
+    return [{"name": name, "last_updated": p.record.last_updated, "version": p.record.version,
+             "built_at": p.record.built_at, "package_size": p.record.size,
+             "file_count": p.record.file_count,
+             "deltas": [{"from": d.from_version, "size": d.size} for d in p.deltas]}
+            for name, p in sorted(published.items())]

@@ -174,6 +174,7 @@ def run_service(loaded: LoadedConfig, uploader: Any) -> int:
     """
     from datahubsync.core.errors import TempFailError
     from datahubsync.core.locking import hold_lock
+    from datahubsync.core.report import ServiceReporter
     from datahubsync.core.service import Pass, ServiceLoop
 
     cfg = loaded.config.logs
@@ -186,8 +187,18 @@ def run_service(loaded: LoadedConfig, uploader: Any) -> int:
         except TempFailError as exc:
             log.warning("%s", exc)
             return Pass(False, False, f"upload failing: {exc}", error=str(exc))
+        with open_queue(loaded) as queue:
+            health = status(loaded, queue)
         return Pass(bool(result.uploaded or result.queued), True,
-                    f"queued {result.pending}, uploaded {result.uploaded}")
+                    f"queued {result.pending}, uploaded {result.uploaded}",
+                    details={"logs": fleet_view(health)})
 
     with hold_lock(loaded.layout.logs_lock):
-        return ServiceLoop("logs", cfg.upload_interval).run(one)
+        reporter = ServiceReporter(loaded, "logs run", loaded.config.fleet.service_report_every)
+        return ServiceLoop("logs", cfg.upload_interval, report=reporter).run(one)
+
+
+def fleet_view(doc: dict[str, Any]) -> dict[str, Any]:
+    """What the fleet view shows of this host's logs (from :func:`status`)."""
+    return {k: doc[k] for k in ("health", "pending", "pending_bytes", "upload_errors",
+                                "last_upload")}

@@ -13,6 +13,7 @@ from typing import Any
 
 from datahubsync.core.config import LoadedConfig
 from datahubsync.core.locking import hold_lock
+from datahubsync.core.report import ServiceReporter
 from datahubsync.core.service import ServiceLoop
 from datahubsync.core.wakeup import Wakeup
 from datahubsync.pictures.worker import Worker, make_source, make_transport, open_ledger
@@ -31,7 +32,9 @@ def run_service(loaded: LoadedConfig) -> int:
     with hold_lock(layout.pictures_lock):
         wakeup = Wakeup(layout.pictures_wakeup)
         loop = ServiceLoop("pictures", cfg.poll_interval, cfg.stall_timeout,
-                           sleep=wakeup.sleep)
+                           sleep=wakeup.sleep,
+                           report=ServiceReporter(loaded, "pictures run",
+                                                  loaded.config.fleet.service_report_every))
         worker = open_worker(loaded, heartbeat=loop.heartbeat)
         try:
             return loop.run(worker.service_pass)

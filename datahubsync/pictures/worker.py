@@ -399,6 +399,17 @@ class Worker:
             self.ledger.set_meta("last_download", str(self.clock()))
         return result
 
+    def health(self) -> dict[str, Any]:
+        """What the fleet view shows of this host's pictures: the backlog (files waiting),
+        the files failing and given up, tasks waiting for a step, and the last pass."""
+        counts = self.ledger.counts()
+        files, tasks = counts["files"], counts["tasks"]
+        return {"backlog": files.get("pending", 0) + files.get("failed", 0),
+                "failed": files.get("failed", 0), "given_up": files.get("given_up", 0),
+                "missing": files.get("missing", 0),
+                "tasks_waiting": tasks.get("downloaded", 0) + tasks.get("processed", 0),
+                "last_pass": self.clock()}
+
     def service_pass(self) -> Pass:
         """One pass as the service loop sees it (``core.service``)."""
         try:
@@ -410,7 +421,8 @@ class Worker:
         return Pass(result.progressed, waiting is None,
                     f"downloaded {result.downloaded}, failed {result.failed}, new tasks "
                     f"{result.new_tasks}", next_in=self._pause(waiting),
-                    error=result.errors[-1] if result.errors else None)
+                    error=result.errors[-1] if result.errors else None,
+                    details={"pictures": self.health()})
 
     def _pause(self, next_due: float | None) -> float:
         """Until the next poll, or sooner when a failed file falls due (at least 1 s)."""

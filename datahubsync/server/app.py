@@ -22,7 +22,9 @@ from datahubsync.core.statefile import write_json_atomic
 from datahubsync.core.timeutil import zone
 from datahubsync.datasets import routes as dataset_routes
 from datahubsync.datasets.hub import Builder, BuildSettings
+from datahubsync.datasets.routes_doc import current_versions, package_summary
 from datahubsync.datasets.store import PackageStore
+from datahubsync.fleet import routes as fleet_routes
 from datahubsync.logs import ingest as logs_ingest
 from datahubsync.pictures import file_routes as picture_files
 from datahubsync.pictures import push_routes as picture_push
@@ -98,8 +100,10 @@ async def health(request: web.Request) -> web.Response:
 async def metrics_text(request: web.Request) -> web.Response:
     shared = request.app[SHARED_METRICS]
     others = await asyncio.to_thread(shared.read_others)
-    return web.Response(text=request.app[METRICS].render(others), content_type="text/plain",
-                        charset="utf-8")
+    text = request.app[METRICS].render(others)
+    for extra in request.app[EXTRA_METRICS]:  # computed families (the fleet's gauges)
+        text += await asyncio.to_thread(extra)
+    return web.Response(text=text, content_type="text/plain", charset="utf-8")
 
 
 @dataclass(frozen=True)
@@ -142,6 +146,7 @@ class SharedMetrics:
 
 
 SHARED_METRICS = web.AppKey("shared_metrics", SharedMetrics)
+EXTRA_METRICS = web.AppKey("extra_metrics", list)
 
 
 def new_metrics() -> Metrics:
@@ -172,6 +177,8 @@ def create_app(loaded: LoadedConfig, *, build: bool = True,
     app.on_response_prepare.append(_plain_server_header)
     app.router.add_get("/health", health)
     app.router.add_get("/metrics", metrics_text)
+    extra_metrics: list[Callable[[], str]] = []
+    app[EXTRA_METRICS] = extra_metrics
 
     shared = SharedMetrics(loaded.state_dir / "metrics", cfg.catalog_poll)
     app[SHARED_METRICS] = shared
@@ -199,6 +206,8 @@ def create_app(loaded: LoadedConfig, *, build: bool = True,
     catalog = dataset_routes.Catalog(store, list(cfg.datasets or []), tz)
     dataset_routes.setup(app, catalog, builder, build, cfg.check_interval, cfg.catalog_poll,
                          on_ready)
+    fleet_routes.setup(app, loaded, lambda: current_versions(catalog.published),
+                       lambda: package_summary(catalog.published), build, extra_metrics)
     batch_routes.setup(app, loaded)
     logs_ingest.setup(app, loaded, metrics)
     picture_files.setup(app, loaded, metrics)
