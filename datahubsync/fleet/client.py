@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import quote
 
 import requests
 
@@ -17,7 +18,7 @@ def fetch_status(loaded: LoadedConfig, at: str | None = None) -> dict[str, Any]:
     base = cfg.fleet.report_url or cfg.hub.url
     if not base:
         raise ConfigError("hub.url (or fleet.report_url): required to ask the hub")
-    url = f"{base.rstrip('/')}/api/v1/fleet" + (f"?at={at}" if at else "")
+    url = f"{base.rstrip('/')}/api/v1/fleet" + (f"?at={quote(at)}" if at else "")
     with make_session() as session:
         if cfg.fleet.token:
             session.headers["Authorization"] = f"Bearer {cfg.fleet.token}"

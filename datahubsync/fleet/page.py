@@ -115,25 +115,38 @@ def _size(value: Any) -> str:
 
 
 def _chart(chart_id: str, title: str, points: Sequence[tuple[str, float]], unit: str,
-           width: int = 620, height: int = 120) -> str:
-    """A small bar chart, one bar a day, labelled with its maximum."""
+           width: int = 620, height: int = 120, slots: int = 30) -> str:
+    """A small bar chart: one slot per day of the last ``slots`` days (the last is today),
+    a bar where the day had a run, labelled with the maximum."""
     if not points:
         return f"<p>no {escape(title)} yet</p>"
     top = max(v for _d, v in points) or 1.0
-    step = (width - 40) / max(len(points), 1)
+    last = max(dt.date.fromisoformat(d) for d, _v in points)
+    step = (width - 40) / slots
     bars = []
-    for n, (day, value) in enumerate(points):
+    for day, value in points:
+        slot = slots - 1 - (last - dt.date.fromisoformat(day)).days
+        if slot < 0:
+            continue
         h = (height - 30) * value / top
-        x = 30 + n * step
+        x = 30 + slot * step
         bars.append(f"<rect class=\"bar\" x=\"{x:.1f}\" y=\"{height - 15 - h:.1f}\" "
                     f"width=\"{max(step - 2, 1):.1f}\" height=\"{h:.1f}\" fill=\"#4f7cac\">"
-                    f"<title>{escape(day)}: {value:.1f} {escape(unit)}</title></rect>")
+                    f"<title>{escape(day)}: {_value(value, unit)}</title></rect>")
     return (f"<svg id=\"{chart_id}\" viewBox=\"0 0 {width} {height}\" width=\"{width}\" "
             f"height=\"{height}\" role=\"img\" aria-label=\"{escape(title)}\">"
-            f"<text x=\"4\" y=\"12\" font-size=\"11\">{escape(title)} (max {top:.1f} "
-            f"{escape(unit)})</text>{''.join(bars)}"
+            f"<text x=\"4\" y=\"12\" font-size=\"11\">{escape(title)} (max "
+            f"{_value(top, unit)}; {slots} days to {last.isoformat()})</text>{''.join(bars)}"
             f"<line x1=\"30\" y1=\"{height - 15}\" x2=\"{width - 10}\" y2=\"{height - 15}\" "
             f"stroke=\"#999\"/></svg>")
+
+
+def _value(value: float, unit: str) -> str:
+    if unit == "B":
+        return _size(value)
+    if unit == "clock":
+        return f"{int(value // 60):02d}:{int(value % 60):02d}"
+    return f"{value:.1f} {escape(unit)}"
 
 
 def host_page(row: HostRow | None, host: str, history: Sequence[Mapping[str, Any]],
@@ -154,21 +167,22 @@ def host_page(row: HostRow | None, host: str, history: Sequence[Mapping[str, Any
 
     def moved(doc: Mapping[str, Any]) -> float:
         items = (doc.get("details") or {}).get("datasets") or []
-        return sum(float(i.get("bytes") or 0) for i in items) / 1e6
+        return sum(float(i.get("bytes") or 0) for i in items)
 
-    charts = (_chart("chart-start", "sync start, minutes after midnight",
-                     [(d, start_minutes(per_day[d])) for d in days], "min")
+    charts = (_chart("chart-start", "sync start",
+                     [(d, start_minutes(per_day[d])) for d in days], "clock")
               + _chart("chart-duration", "sync duration",
                        [(d, float(per_day[d].get("seconds") or 0)) for d in days], "s")
-              + _chart("chart-bytes", "bytes downloaded",
-                       [(d, moved(per_day[d])) for d in days], "MB"))
+              + _chart("chart-bytes", "downloaded",
+                       [(d, moved(per_day[d])) for d in days], "B"))
     runs = "".join(
         f"<tr><td>{_when(h.get('ended'))}</td><td>{escape(str(h.get('command')))}</td>"
         f"<td>{escape(str(h.get('outcome')))}</td><td>{escape(str(h.get('seconds')))}</td>"
         f"<td>{escape(str(h.get('message') or ''))}</td></tr>"
         for h in list(reversed(history))[:30])
-    state = (f"<p class=\"meta\">state: <b>{row.state}</b> — {escape('; '.join(row.reasons))}"
-             "</p>") if row else "<p class=\"meta\">no report from this host</p>"
+    why = f" — {escape('; '.join(row.reasons))}" if row and row.reasons else ""
+    state = (f"<p class=\"meta\">state: <b>{row.state}</b>{why}</p>" if row
+             else "<p class=\"meta\">no report from this host</p>")
     body = (f"<h1>{escape(host)}</h1><p><a href=\"/fleet\">← fleet</a></p>{state}"
             f"<h2>The last 30 days</h2>{charts}<h2>Last runs</h2><table id=\"runs\"><thead>"
             "<tr><th>ended</th><th>command</th><th>outcome</th><th>seconds</th>"
