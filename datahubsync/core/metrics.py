@@ -1,68 +1,88 @@
-"""A tiny Prometheus text-format registry, one per process (held by the app, not global)."""
+"""Counters and gauges for ``/metrics``, on prometheus_client (one registry per app).
+
+``serve`` forks workers that share a port; whichever answers a scrape must give
+the figures of the whole service. prometheus_client's multiprocess mode does
+exactly this: each process writes its values to memory-mapped files in one
+directory (``{state_dir}/metrics``, emptied when ``serve`` starts) and a scrape
+sums them (counters) or takes the maximum (our gauges: build time, last send
+time). ``PROMETHEUS_MULTIPROC_DIR`` must be set before prometheus_client is first
+imported in the process (``enable_multiprocess``, called by the runner).
+
+The facade keeps the call sites small: ``describe`` once, then ``inc`` or
+``set`` with labels; a metric is created on first use with the label names it
+is used with.
+"""
 
 from __future__ import annotations
 
+import os
+import shutil
 import threading
-from collections import defaultdict
-from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
+
+ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def enable_multiprocess(directory: Path) -> None:
+    """Point prometheus_client at an empty ``directory`` for this service's processes
+    (before it is imported, and before the workers are forked)."""
+    if directory.exists():
+        shutil.rmtree(directory, ignore_errors=True)
+    directory.mkdir(parents=True, exist_ok=True)
+    os.environ[ENV] = str(directory)
 
 
 class Metrics:
-    """Counters and gauges with labels, rendered in the Prometheus text format."""
+    """This process's metrics; :meth:`render` gives the whole service's in text format."""
 
     def __init__(self) -> None:
+        from prometheus_client import CollectorRegistry
+
+        self.multiprocess_dir = os.environ.get(ENV) or None
+        self.registry = CollectorRegistry(auto_describe=True)
         self._lock = threading.Lock()
-        self._values: dict[str, dict[tuple[tuple[str, str], ...], float]] = defaultdict(dict)
         self._meta: dict[str, tuple[str, str]] = {}
+        self._made: dict[str, Any] = {}
 
     def describe(self, name: str, kind: str, help_text: str) -> None:
-        """Declare a metric so it is rendered (with HELP/TYPE) even before any sample."""
+        """Declare a metric: its kind (counter, gauge) and help text."""
         self._meta[name] = (kind, help_text)
-        self._values.setdefault(name, {})
+
+    def _metric(self, name: str, labels: tuple[str, ...]) -> Any:
+        made = self._made.get(name)
+        if made is not None:
+            return made
+        from prometheus_client import Counter, Gauge
+
+        with self._lock:
+            made = self._made.get(name)
+            if made is None:
+                kind, help_text = self._meta.get(name, ("counter", name))
+                if kind == "gauge":
+                    made = Gauge(name, help_text, labels, registry=self.registry,
+                                 multiprocess_mode="max")
+                else:
+                    made = Counter(name, help_text, labels, registry=self.registry)
+                self._made[name] = made
+        return made
 
     def inc(self, name: str, amount: float = 1.0, **labels: str) -> None:
-        key = tuple(sorted(labels.items()))
-        with self._lock:
-            series = self._values[name]
-            series[key] = series.get(key, 0.0) + amount
+        metric = self._metric(name, tuple(sorted(labels)))
+        (metric.labels(**labels) if labels else metric).inc(amount)
 
     def set(self, name: str, value: float, **labels: str) -> None:
-        with self._lock:
-            self._values[name][tuple(sorted(labels.items()))] = value
+        metric = self._metric(name, tuple(sorted(labels)))
+        (metric.labels(**labels) if labels else metric).set(value)
 
-    def value(self, name: str, **labels: str) -> float:
-        return self._values.get(name, {}).get(tuple(sorted(labels.items())), 0.0)
+    def render(self) -> str:
+        """The Prometheus text format: every process's values in multiprocess mode."""
+        from prometheus_client import CollectorRegistry, generate_latest
 
-    def snapshot(self) -> list[list[Any]]:
-        """The counters as JSON-able rows ``[name, labels, value]`` (for other processes)."""
-        with self._lock:
-            return [[name, dict(labels), value] for name, series in self._values.items()
-                    for labels, value in series.items()]
+        if self.multiprocess_dir is None:
+            return generate_latest(self.registry).decode()
+        from prometheus_client.multiprocess import MultiProcessCollector
 
-    def render(self, others: Iterable[list[list[Any]]] = ()) -> str:
-        """Prometheus text; ``others`` are snapshots of sibling processes, summed in."""
-        with self._lock:
-            merged = {name: dict(series) for name, series in self._values.items()}
-        for snapshot in others:
-            for name, labels, value in snapshot:
-                key = tuple(sorted(labels.items()))
-                series = merged.setdefault(name, {})
-                if self._meta.get(name, ("counter",))[0] == "counter":
-                    series[key] = series.get(key, 0.0) + float(value)
-                else:  # a gauge is set by one process (the builder): take its value
-                    series.setdefault(key, float(value))
-        lines: list[str] = []
-        for name in sorted(merged):
-            kind, help_text = self._meta.get(name, ("untyped", name))
-            lines.append(f"# HELP {name} {help_text}")
-            lines.append(f"# TYPE {name} {kind}")
-            for labels, value in sorted(merged[name].items()):
-                text = ",".join(f'{k}="{_escape(v)}"' for k, v in labels)
-                shown = int(value) if float(value).is_integer() else value
-                lines.append(f"{name}{{{text}}} {shown}" if text else f"{name} {shown}")
-        return "\n".join(lines) + "\n"
-
-
-def _escape(value: str) -> str:
-    return value.replace("\\", "\\\\").replace("\n", "\\n").replace('"', '\\"')
+        registry = CollectorRegistry()
+        MultiProcessCollector(registry, path=self.multiprocess_dir)
+        return generate_latest(registry).decode()

@@ -3,13 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import os
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from aiohttp import web
@@ -18,7 +14,6 @@ from datahubsync.batch import routes as batch_routes
 from datahubsync.core.config import LoadedConfig
 from datahubsync.core.db import unavailable
 from datahubsync.core.metrics import Metrics
-from datahubsync.core.statefile import write_json_atomic
 from datahubsync.core.timeutil import zone
 from datahubsync.datasets import routes as dataset_routes
 from datahubsync.datasets.hub import Builder, BuildSettings
@@ -98,54 +93,14 @@ async def health(request: web.Request) -> web.Response:
 
 
 async def metrics_text(request: web.Request) -> web.Response:
-    shared = request.app[SHARED_METRICS]
-    others = await asyncio.to_thread(shared.read_others)
-    text = request.app[METRICS].render(others)
+    """The whole service's metrics (every worker's, through prometheus_client's
+    multiprocess files), then the computed families (the fleet's gauges)."""
+    text = await asyncio.to_thread(request.app[METRICS].render)
     for extra in request.app[EXTRA_METRICS]:  # computed families (the fleet's gauges)
         text += await asyncio.to_thread(extra)
     return web.Response(text=text, content_type="text/plain", charset="utf-8")
 
 
-@dataclass(frozen=True)
-class SharedMetrics:
-    """Each worker process publishes its counters to a file; /metrics sums them all.
-
-    Whichever worker answers a scrape, the figures cover the whole service
-    (at most ``interval`` seconds old for the other workers).
-    """
-
-    directory: Path
-    interval: float
-
-    @property
-    def own(self) -> Path:
-        return self.directory / f"worker-{os.getpid()}.json"
-
-    def publish(self, metrics: Metrics) -> None:
-        write_json_atomic(self.own, metrics.snapshot())
-
-    def read_others(self) -> list[list[list[Any]]]:
-        found = []
-        for path in self.directory.glob("worker-*.json"):
-            if path == self.own:
-                continue
-            try:
-                found.append(json.loads(path.read_text()))
-            except (OSError, ValueError):
-                continue
-        return found
-
-    def clear(self) -> None:
-        for path in self.directory.glob("worker-*.json"):
-            path.unlink(missing_ok=True)
-
-    async def run(self, metrics: Metrics) -> None:
-        while True:
-            await asyncio.to_thread(self.publish, metrics)
-            await asyncio.sleep(self.interval)
-
-
-SHARED_METRICS = web.AppKey("shared_metrics", SharedMetrics)
 EXTRA_METRICS = web.AppKey("extra_metrics", list)
 
 
@@ -180,17 +135,6 @@ def create_app(loaded: LoadedConfig, *, build: bool = True,
     extra_metrics: list[Callable[[], str]] = []
     app[EXTRA_METRICS] = extra_metrics
 
-    shared = SharedMetrics(loaded.state_dir / "metrics", cfg.catalog_poll)
-    app[SHARED_METRICS] = shared
-
-    async def publish_metrics(app: web.Application) -> Any:
-        task = asyncio.create_task(shared.run(metrics))
-        yield
-        task.cancel()
-        await asyncio.gather(task, return_exceptions=True)
-        shared.own.unlink(missing_ok=True)
-
-    app.cleanup_ctx.append(publish_metrics)
     store = PackageStore(cfg.cache_dir or loaded.state_dir / "packages")
     if build:
         store.remove_temp_files()

@@ -22,10 +22,11 @@ from aiohttp import web
 
 from datahubsync.core.config import LoadedConfig
 from datahubsync.core.errors import UsageError
+from datahubsync.core.metrics import enable_multiprocess
 from datahubsync.core.sdnotify import notify
 from datahubsync.core.statefile import write_bytes_atomic
 from datahubsync.pictures import legacy_tcp
-from datahubsync.server.app import SharedMetrics, create_app
+from datahubsync.server.app import create_app
 from datahubsync.server.guard import ConnectionGuard, ConnectionLimits, GuardedSite
 
 log = logging.getLogger(__name__)
@@ -151,7 +152,7 @@ def run_server(loaded: LoadedConfig, port_file: Path | None = None) -> int:
     workers = cfg.workers or os.cpu_count() or 1
     sock = _bind(cfg.host, cfg.port)
     legacy = _bind(cfg.legacy_tcp.host, cfg.legacy_tcp.port) if cfg.legacy_tcp else None
-    SharedMetrics(loaded.state_dir / "metrics", cfg.catalog_poll).clear()  # old runs' files
+    enable_multiprocess(loaded.layout.metrics)  # before any metric exists, before the fork
     children: list[int] = []
     parent = os.getpid()
     for _ in range(workers - 1):
