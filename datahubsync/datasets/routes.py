@@ -17,8 +17,11 @@ from typing import Any
 
 from aiohttp import web
 
+from datahubsync.core.config import LoadedConfig
 from datahubsync.core.httprange import normalise
-from datahubsync.datasets.hub import Builder
+from datahubsync.core.metrics import Metrics
+from datahubsync.core.timeutil import zone
+from datahubsync.datasets.hub import Builder, BuildSettings
 from datahubsync.datasets.routes_doc import datasets_document
 from datahubsync.datasets.store import PackageStore, Published, file_etag
 
@@ -170,3 +173,27 @@ async def _build_loop(builder: Builder, catalog: Catalog, interval: float,
         except Exception:  # noqa: BLE001 - keep the hub up; the next pass retries
             log.exception("package builder pass failed")
         await asyncio.sleep(builder.next_wakeup(interval))
+
+
+def setup_hub(app: web.Application, loaded: LoadedConfig, metrics: Metrics, build: bool,
+              on_ready: Any = None) -> Catalog:
+    """The hub as ``serve`` runs it: the store in ``serve.cache_dir`` (or the state
+    directory), the builder (in the one process that builds), the routes; returns the
+    catalog the other routes read the current versions from."""
+    cfg = loaded.config.serve
+    tz = zone(cfg.timezone)
+    store = PackageStore(cfg.cache_dir or loaded.layout.packages)
+    if build:
+        store.remove_temp_files()
+    settings = BuildSettings(
+        data_root=cfg.data_root, datasets=cfg.datasets, debounce=cfg.debounce,
+        newer_ratio=cfg.newer_ratio, keep_packages=cfg.keep_packages,
+        compress_level=cfg.compress_level, compress_threads=cfg.compress_threads, tz=tz,
+        fresh_window=cfg.fresh_window, keep_deltas=cfg.keep_deltas,
+        max_delta_share=cfg.max_delta_share, outside_links=cfg.dataset_links_outside,
+        compress_codec=cfg.compress_codec,
+    )
+    builder = Builder(settings, store, metrics)
+    catalog = Catalog(store, list(cfg.datasets or []), tz)
+    setup(app, catalog, builder, build, cfg.check_interval, cfg.catalog_poll, on_ready)
+    return catalog

@@ -14,11 +14,8 @@ from datahubsync.batch import routes as batch_routes
 from datahubsync.core.config import LoadedConfig
 from datahubsync.core.db import unavailable
 from datahubsync.core.metrics import Metrics
-from datahubsync.core.timeutil import zone
 from datahubsync.datasets import routes as dataset_routes
-from datahubsync.datasets.hub import Builder, BuildSettings
 from datahubsync.datasets.routes_doc import current_versions, package_summary
-from datahubsync.datasets.store import PackageStore
 from datahubsync.fleet import routes as fleet_routes
 from datahubsync.logs import ingest as logs_ingest
 from datahubsync.pictures import file_routes as picture_files
@@ -123,7 +120,6 @@ def create_app(loaded: LoadedConfig, *, build: bool = True,
                on_ready: Callable[[], Any] | None = None) -> web.Application:
     """Build the application; ``build=False`` serves existing packages only."""
     cfg = loaded.config.serve
-    tz = zone(cfg.timezone)
     app = web.Application(middlewares=[count_requests, store_errors],
                           client_max_size=cfg.max_request_bytes)
     metrics = new_metrics()
@@ -135,21 +131,7 @@ def create_app(loaded: LoadedConfig, *, build: bool = True,
     extra_metrics: list[Callable[[], str]] = []
     app[EXTRA_METRICS] = extra_metrics
 
-    store = PackageStore(cfg.cache_dir or loaded.state_dir / "packages")
-    if build:
-        store.remove_temp_files()
-    settings = BuildSettings(
-        data_root=cfg.data_root, datasets=cfg.datasets, debounce=cfg.debounce,
-        newer_ratio=cfg.newer_ratio, keep_packages=cfg.keep_packages,
-        compress_level=cfg.compress_level, compress_threads=cfg.compress_threads, tz=tz,
-        fresh_window=cfg.fresh_window, keep_deltas=cfg.keep_deltas,
-        max_delta_share=cfg.max_delta_share, outside_links=cfg.dataset_links_outside,
-        compress_codec=cfg.compress_codec,
-    )
-    builder = Builder(settings, store, metrics)
-    catalog = dataset_routes.Catalog(store, list(cfg.datasets or []), tz)
-    dataset_routes.setup(app, catalog, builder, build, cfg.check_interval, cfg.catalog_poll,
-                         on_ready)
+    catalog = dataset_routes.setup_hub(app, loaded, metrics, build, on_ready)
     fleet_routes.setup(app, loaded, lambda: current_versions(catalog.published),
                        lambda: package_summary(catalog.published), build, extra_metrics)
     batch_routes.setup(app, loaded)
