@@ -169,25 +169,15 @@ def test(app: AppContext, sample: str) -> int:
     the generic search finds, and, without ip_regex, suggests an anchored one
     when every address follows the same word (it scans ~5x faster).
     """
-    from datahubsync.core.errors import ConfigError
-    from datahubsync.logs.parser import find_ips, token_pattern
-    from datahubsync.logs.regex_hint import judge, newest_sample
-    from datahubsync.logs.service import Listing
+    from datahubsync.logs.selfcheck import self_check
 
     loaded = app.config()
     cfg = loaded.config.logs
-    found = find_ips(sample.encode(), token_pattern(cfg.ip_regex))
-    try:
-        files = Listing(cfg.log_dir, cfg.pattern, 0).files()
-    except ConfigError:  # no log_dir yet: the endpoint is still worth checking
-        files = []
-    log_file, data = newest_sample(files)
-    check = judge(data, cfg.ip_regex) if log_file is not None else None
-    uploader = _uploader(loaded)
-    answer = uploader.post(uploader.payload([]), None)
+    doc = self_check(loaded, _uploader(loaded), sample)
+    check, log_file = doc["ip_regex_check"], doc["log_file"]
 
     def text() -> str:
-        lines = [f"sample: {found}"]
+        lines = [f"sample: {doc['sample_ips']}"]
         if check is not None and check.get("missed"):
             lines.append(f"warning: logs.ip_regex misses {check['missed']} of the "
                          f"{check['addresses']} addresses in the start of {log_file} "
@@ -197,11 +187,8 @@ def test(app: AppContext, sample: str) -> int:
                          f"word; logs.ip_regex: '{check['suggested_ip_regex']}' scans ~5x "
                          "faster")
         lines.append(f"endpoint {cfg.api_endpoint}: ok (key accepted, source "
-                     f"{uploader.source_ip})")
+                     f"{doc['source_ip']})")
         return "\n".join(lines)
 
-    app.emit({"message_type": "logs_test", "sample_ips": found, "endpoint": "ok",
-              "answer": answer, "source_ip": uploader.source_ip,
-              "log_file": str(log_file) if log_file else None, "ip_regex_check": check},
-             text)
+    app.emit({"message_type": "logs_test", **doc}, text)
     return ExitCode.OK

@@ -158,8 +158,9 @@ def _clear(target: Path) -> None:
         os.unlink(target)
 
 
-class _Builder:
-    """One delta application; per-file work runs in a small thread pool."""
+class TreeFromDelta:
+    """Builds the new tree of one delta application in staging (per-file work in a small
+    thread pool): hard links, copies plus appended tails, whole files from the delta."""
 
     def __init__(self, local_dir: Path, zf: zipfile.ZipFile, members: dict[str, Any],
                  staging: Path) -> None:
@@ -368,7 +369,7 @@ def build_tree(local_dir: Path, delta_zip: Path, manifest: Mapping[str, Any], st
         wanted = {rel for rel, _ in files}
         keep_dirs = parent_dirs(wanted)
         make_parents(staging, keep_dirs)
-        work = _Builder(local_dir, zf, members, staging)
+        work = TreeFromDelta(local_dir, zf, members, staging)
         work.preload_tails(appended)
         stats = DeltaStats(deleted=len(doc.get("deleted", [])))
 
