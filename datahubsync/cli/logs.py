@@ -46,20 +46,18 @@ def _pass(app: AppContext, flush: bool, listing: Any = None) -> Any:
 @logs.command(epilog=EXIT_STATUS_HELP)
 @json_option
 @click.pass_obj
-@run_command(report="logs once")
+@run_command(report="logs once", lock=lambda layout: layout.logs_lock)
 def once(app: AppContext) -> int:
     """Read what is new in every log file, queue it, upload everything queued."""
-    from datahubsync.core.locking import hold_lock
     from datahubsync.logs.service import fleet_view, open_queue
     from datahubsync.logs.service import status as get_status
 
     loaded = app.config()
-    with hold_lock(loaded.layout.logs_lock):
-        try:
-            result = _pass(app, flush=True)
-        finally:
-            with open_queue(loaded) as queue:
-                app.report("logs", fleet_view(get_status(loaded, queue)))
+    try:
+        result = _pass(app, flush=True)
+    finally:
+        with open_queue(loaded) as queue:
+            app.report("logs", fleet_view(get_status(loaded, queue)))
     app.emit({"message_type": "logs_pass", **asdict(result)},
              lambda: f"{result.files} files, {result.lines} lines, {result.ips} IPs, "
                      f"{result.queued} new, {result.duplicates} duplicates; uploaded "
@@ -108,7 +106,7 @@ def status(app: AppContext) -> int:
 @click.option("--yes", is_flag=True, help="Do not ask before --purge (for scripts)")
 @json_option
 @click.pass_obj
-@run_command
+@run_command(lock=lambda layout: layout.logs_lock)
 def queue_(app: AppContext, purge: bool, yes: bool) -> int:
     """Show what waits to be sent; with --purge, drop it (after asking).
 
@@ -116,11 +114,10 @@ def queue_(app: AppContext, purge: bool, yes: bool) -> int:
     they are not read again either. Use it when the endpoint will never take
     them (a retired botnet type, a test run against the wrong server).
     """
-    from datahubsync.core.locking import hold_lock
     from datahubsync.logs.service import open_queue, pending_view
 
     loaded = app.config()
-    with hold_lock(loaded.layout.logs_lock), open_queue(loaded) as queue:
+    with open_queue(loaded) as queue:
         doc = pending_view(queue)
         if purge and doc["pending"]:
             if not yes:

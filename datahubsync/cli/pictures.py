@@ -24,10 +24,6 @@ def pictures() -> None:
     """
 
 
-def _lock_path(app: AppContext) -> Any:
-    return app.config().layout.pictures_lock
-
-
 def _cursor(cursor: Any) -> str:
     if not cursor:
         return "none yet"
@@ -47,26 +43,23 @@ def _summary(result: Any) -> str:
 @pictures.command(epilog=EXIT_STATUS_HELP)
 @json_option
 @click.pass_obj
-@run_command(report="pictures once")
+@run_command(report="pictures once", lock=lambda layout: layout.pictures_lock)
 def once(app: AppContext) -> int:
     """One pass: new tasks from the source, every due file, due processing and callbacks.
 
     Exits 1 when some file or step failed this pass (it stays in the ledger and
     is retried with backoff); `pictures status` lists them.
     """
-    from datahubsync.core.locking import hold_lock
+    from datahubsync.pictures.service import open_worker
 
-    with hold_lock(_lock_path(app)):
-        from datahubsync.pictures.service import open_worker
-
-        worker = open_worker(app.config())
-        try:
-            result = worker.one_pass()
-            app.report("pictures", worker.health(), bytes_moved=result.bytes,
-                       items_failed=result.failed + result.step_failures)
-        finally:
-            worker.transport.close()
-            worker.ledger.close()
+    worker = open_worker(app.config())
+    try:
+        result = worker.one_pass()
+        app.report("pictures", worker.health(), bytes_moved=result.bytes,
+                   items_failed=result.failed + result.step_failures)
+    finally:
+        worker.transport.close()
+        worker.ledger.close()
     app.emit({"message_type": "pictures_pass", **asdict(result)}, lambda: _summary(result))
     return ExitCode.PARTIAL if result.failed or result.step_failures else ExitCode.OK
 

@@ -23,7 +23,10 @@ from datahubsync.core.logsetup import setup_logging
 from datahubsync.core.textsafe import json_printable, printable
 
 if TYPE_CHECKING:  # pydantic is imported only by commands that load the config
+    from pathlib import Path
+
     from datahubsync.core.config import LoadedConfig
+    from datahubsync.core.layout import StateLayout
     from datahubsync.core.report import RunRecord
 
 log = logging.getLogger("datahubsync")
@@ -116,16 +119,18 @@ def accept_root_options(group: click.Group) -> None:
                 help="Override logging.level (as before the command name)"))
 
 
-def run_command(func: F | None = None, *, report: str | None = None) -> Any:
+def run_command(func: F | None = None, *, report: str | None = None,
+                lock: Callable[[StateLayout], Path] | None = None) -> Any:
     """Wrap a command: map our errors to exit codes, one line each.
 
     ``@run_command(report="datasets sync")``: when the run ends (however it ends,
     once the config is loaded) it is reported to the hub and written to the
     metrics file (``core.report``); the command adds its details with
-    ``app.report(...)``.
+    ``app.report(...)``. ``lock=lambda layout: layout.logs_lock``: the command runs
+    holding that lock (exit 75 naming the holder when another run has it).
     """
     if func is None:
-        return lambda f: run_command(f, report=report)
+        return lambda f: run_command(f, report=report, lock=lock)
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -137,7 +142,13 @@ def run_command(func: F | None = None, *, report: str | None = None) -> Any:
             app.run = RunRecord(report)
         code: int = 0
         try:
-            code = int(func(*args, **kwargs) or 0)
+            if lock is None:
+                code = int(func(*args, **kwargs) or 0)
+            else:
+                from datahubsync.core.locking import hold_lock
+
+                with hold_lock(lock(app.config().layout)):
+                    code = int(func(*args, **kwargs) or 0)
         except DatahubsyncError as exc:
             code = _fail(app, str(exc), exc.exit_code)
         except KeyboardInterrupt:
