@@ -262,14 +262,15 @@ def test_config_without_picture_roots_is_valid_nginx(tmp_path: Path) -> None:
     assert checked.returncode == 0, checked.stderr
 
 
-def _start_nginx(base: Path, hub: Hub) -> tuple[int, subprocess.Popen[bytes], Path]:
+def _start_nginx(base: Path, hub: Hub, upstream: str | None = None
+                 ) -> tuple[int, subprocess.Popen[bytes], Path]:
     prefix = base / "nginx-prefix"
     access_log = prefix / "access.log"
     out = base / "nginx-out"
     for _attempt in range(5):  # the free port may be taken before nginx binds it
         port = free_port()
         run_cli(["serve", "nginx-config", "--out", str(out), "--listen", f"127.0.0.1:{port}",
-                 "--upstream", hub.url.removeprefix("http://")], config=hub.config)
+                 "--upstream", upstream or hub.url.removeprefix("http://")], config=hub.config)
         conf = _nginx_conf(prefix, out / "datahubsync.conf", access_log)
         error_log = prefix / "error.log"
         proc = subprocess.Popen(_nginx_argv(prefix, conf),

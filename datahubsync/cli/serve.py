@@ -75,8 +75,9 @@ def serve(ctx: click.Context, host: str | None, port: int | None, data_root: Pat
               help="Directory for datahubsync.conf and datahubsync-tokens.conf (0600)")
 @click.option("--listen", default="80", show_default=True,
               help="nginx listen parameter, e.g. 80, 127.0.0.1:8081, [::]:80")
-@click.option("--upstream", help="serve's host:port as nginx reaches it "
-                                 "(default: serve.host:serve.port, a wildcard host as loopback)")
+@click.option("--upstream", help="serve's host:port as nginx reaches it; several instances "
+                                 "side by side: comma-separated (default: serve.host:serve.port, "
+                                 "a wildcard host as loopback)")
 @json_option
 @click.pass_context
 @run_command

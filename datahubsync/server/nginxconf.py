@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from datahubsync.core.statefile import write_bytes_atomic
 from datahubsync.pictures.paths import Root, make_roots, split_client_path
 
 if TYPE_CHECKING:
@@ -211,7 +212,7 @@ def render_main(s: Settings) -> str:
         "}",
         "",
         "upstream datahubsync_serve {",
-        f"    server {_path(s.upstream, '--upstream')};",
+        *(f"    server {_path(u.strip(), '--upstream')};" for u in s.upstream.split(",")),
         "    keepalive 16;",
         "}",
         "",
@@ -308,33 +309,21 @@ def settings_from(cfg: ServeConfig, cache_dir: Path, listen: str, upstream: str 
         out_dir=os.path.abspath(out_dir))
 
 
-def _write_atomic(path: Path, text: str, mode: int) -> None:
-    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_NOFOLLOW, mode)
-    try:
-        os.fchmod(fd, mode)  # whatever the umask
-        os.write(fd, text.encode("utf-8"))
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(temp, path)
-
-
 def write_config(s: Settings) -> tuple[Path, Path]:
     """Write both files into ``s.out_dir``; the tokens file first, so the include exists."""
     out = Path(s.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     main, tokens = out / MAIN_FILE, out / TOKENS_FILE
     main_text, tokens_text = render_main(s), render_tokens(s.tokens)
-    _write_atomic(tokens, tokens_text, 0o600)
-    _write_atomic(main, main_text, 0o644)
+    write_bytes_atomic(tokens, tokens_text.encode("utf-8"), mode=0o600)
+    write_bytes_atomic(main, main_text.encode("utf-8"), mode=0o644)
     return main, tokens
 
 
 def proxy_trusted(upstream: str, trusted_proxies: Sequence[str]) -> bool:
     """Whether serve will count this nginx's X-Forwarded-For (nginx connects from the
     upstream's loopback address when serve is local; otherwise we cannot tell)."""
-    host = upstream.rsplit(":", 1)[0].strip("[]")
+    host = upstream.split(",")[0].strip().rsplit(":", 1)[0].strip("[]")
     try:
         address = ipaddress.ip_address(host)
     except ValueError:
