@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 import json
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -101,16 +100,6 @@ def task_docs(state_dir: Path) -> list[dict[str, Any]]:
     for path in sorted((state_dir / "batch" / "tasks").glob("*.json")):
         docs.append(json.loads(path.read_text()))
     return docs
-
-
-def wait_for(predicate: Any, timeout: float = 30, what: str = "condition") -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.02)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def running_day(state_dir: Path) -> tuple[str, str] | None:

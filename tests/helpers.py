@@ -10,7 +10,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -96,11 +96,6 @@ def tree_bytes(root: Path) -> dict[str, bytes]:
             if p.is_file()}
 
 
-def http_json(url: str, timeout: float = 10) -> Any:
-    with urllib.request.urlopen(url, timeout=timeout) as response:
-        return json.loads(response.read())
-
-
 class Hub:
     """A real ``datahubsync serve`` subprocess on 127.0.0.1, port chosen by the OS."""
 
@@ -119,15 +114,14 @@ class Hub:
 
     def start(self, env: dict[str, str] | None = None) -> Hub:
         self.port_file.unlink(missing_ok=True)
-        self.proc = subprocess.Popen(
+        self.proc = proc = subprocess.Popen(
             cli_argv() + ["--config", str(self.config), "serve", "--port-file",
                           str(self.port_file)],
             stdout=subprocess.DEVNULL, stderr=open(self.log, "ab"), env=clean_env(env))
-        deadline = time.monotonic() + 30
-        while not self.port_file.exists():
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"hub did not start:\n{self.log.read_text()}")
-            time.sleep(0.05)
+        wait_until(lambda: self.port_file.exists() or proc.poll() is not None,
+                   "the hub to start", timeout=30, detail=self.log.read_text)
+        if not self.port_file.exists():
+            raise AssertionError(f"hub did not start:\n{self.log.read_text()}")
         return self
 
     @property
@@ -135,18 +129,22 @@ class Hub:
         return f"http://127.0.0.1:{int(self.port_file.read_text())}"
 
     def datasets(self) -> dict[str, Any]:
-        return {d["name"]: d for d in http_json(f"{self.url}/api/datasets")["datasets"]}
+        status, doc = call_json(f"{self.url}/api/datasets", timeout=10)
+        assert status == 200, doc
+        return {d["name"]: d for d in doc["datasets"]}
 
     def wait_ready(self, name: str, newer_than: str | None = None,
                    timeout: float = 30) -> dict[str, Any]:
         """Wait until ``name`` has a package (with a version other than ``newer_than``)."""
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+
+        def ready() -> dict[str, Any] | None:
             entry = self.datasets().get(name)
             if entry and entry["package_ready"] and entry["version"] != newer_than:
                 return entry
-            time.sleep(0.05)
-        raise AssertionError(f"no package for {name}:\n{self.log.read_text()}")
+            return None
+
+        return wait_until(ready, f"a package for {name}", timeout=timeout,
+                          detail=self.log.read_text)
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 20) -> int:
         assert self.proc is not None
@@ -176,10 +174,13 @@ def client_config(tmp: Path, hub_url: str, names: Sequence[str], **extra: Any) -
 
 def call_json(url: str, method: str = "GET", body: Any = None, *,
               headers: dict[str, str] | None = None, raw: bytes | None = None,
-              token: str | None = None, timeout: float = 30) -> tuple[int, Any]:
+              token: str | None = None, timeout: float = 30,
+              text: bool = False) -> tuple[int, Any]:
     """One HTTP request with a JSON (or ``raw``) body; returns (status, decoded JSON or None).
 
     Error statuses are returned, not raised, so a test asserts on them like on a 200.
+    A body that is not JSON comes back as text; ``text=True`` returns every body as text
+    (for an endpoint that answers in words, ``success``, or in JSON on errors).
     """
     data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
     request = urllib.request.Request(url, data=data, method=method)
@@ -193,6 +194,8 @@ def call_json(url: str, method: str = "GET", body: Any = None, *,
             status, payload = response.status, response.read()
     except urllib.error.HTTPError as exc:
         status, payload = exc.code, exc.read()
+    if text:
+        return status, payload.decode("utf-8", "replace")
     try:
         return status, json.loads(payload) if payload else None
     except ValueError:
@@ -211,14 +214,36 @@ def raw_http(port: int, request: bytes, timeout: float = 30) -> bytes:
     return b"".join(chunks)
 
 
-def wait_until(predicate: Any, what: str, timeout: float = 60, interval: float = 0.05) -> Any:
+def http_answers(url: str, timeout: float = 1) -> bool:
+    """Whether a server accepts the connection and answers a GET of ``url`` (any status);
+    False when the connection is refused. A server that accepts but never answers fails."""
+    import requests
+
+    try:
+        requests.get(url, timeout=timeout)
+    except requests.ConnectionError:
+        return False
+    return True
+
+
+def wait_until(predicate: Callable[[], Any], what: str, timeout: float = 60,
+               interval: float = 0.05, *, detail: Callable[[], str] | None = None,
+               fail: bool = True) -> Any:
     """Poll ``predicate`` until it returns something true (and return that); fail after
-    ``timeout`` seconds. The bound is for a hung test, not a measure of speed."""
+    ``timeout`` seconds. The bound is for a hung test, not a measure of speed.
+
+    ``detail`` is called on failure and its text added to the message (a server's log);
+    with ``fail=False`` the last (false) answer is returned after ``timeout`` instead,
+    for a bounded wait whose caller carries on or asserts on what it found.
+    """
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
         if value:
             return value
         if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+            if not fail:
+                return value
+            message = f"timed out after {timeout:g} s waiting for {what}"
+            raise AssertionError(f"{message}:\n{detail()}" if detail else message)
         time.sleep(interval)

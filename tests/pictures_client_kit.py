@@ -106,8 +106,8 @@ def start_server(tmp: Path, root: Path, **serve: Any) -> Hub:
     return Hub(tmp, data, **settings).start()
 
 
-def client_config(tmp: Path, server_url: str | None, database_url: str | None, table: str,
-                  name: str = "client.yaml", **pictures: Any) -> Path:
+def pictures_config(tmp: Path, server_url: str | None, database_url: str | None, table: str,
+                    name: str = "client.yaml", **pictures: Any) -> Path:
     section: dict[str, Any] = {
         "source": "sql", "database_url": database_url, "table": table,
         "server_url": server_url, "token": TOKEN, "workers": 4,

@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import re
-import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from tests.helpers import Hub, free_port
+from tests.helpers import Hub, free_port, wait_until
 from tests.traversal_corpus import PREFIX, Tree, build_tree
 
 TOKEN = "picture-token-0123456789"
-
-
 
 
 @dataclass
@@ -40,12 +37,18 @@ class PictureHub:
 
     def wait_metric(self, name: str, at_least: float, timeout: float = 10,
                     **labels: str) -> float:
-        deadline = time.monotonic() + timeout
-        while True:
+        """The metric once it is at least ``at_least``; after ``timeout`` seconds, what it
+        is then (the caller's assertion says what it was)."""
+        value = 0.0
+
+        def reached() -> bool:
+            nonlocal value
             value = self.metric(name, **labels)
-            if value >= at_least or time.monotonic() > deadline:
-                return value
-            time.sleep(0.1)
+            return value >= at_least
+
+        wait_until(reached, f"{name} to reach {at_least}", timeout=timeout, interval=0.1,
+                   fail=False)
+        return value
 
 
 def start_picture_hub(tmp: Path, legacy: dict[str, Any] | None = None,

@@ -26,6 +26,8 @@ import threading
 import time
 from urllib.parse import urlsplit
 
+from tests.helpers import wait_until
+
 
 class Proxy:
     def __init__(self, upstream_url: str, *, cut_after: int | None = None,
@@ -187,12 +189,11 @@ class Proxy:
 
 def _wait_sent(sock: socket.socket, timeout: float = 2.0) -> None:
     """Wait until the socket's send queue is empty (Linux TIOCOUTQ), at most ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+
+    def sent() -> bool:
         try:
-            queued = struct.unpack("i", fcntl.ioctl(sock, termios.TIOCOUTQ, b"\0" * 4))[0]
+            return struct.unpack("i", fcntl.ioctl(sock, termios.TIOCOUTQ, b"\0" * 4))[0] == 0
         except OSError:
-            return
-        if queued == 0:
-            return
-        time.sleep(0.005)
+            return True
+
+    wait_until(sent, "the send queue to empty", timeout=timeout, interval=0.005, fail=False)

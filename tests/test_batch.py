@@ -22,12 +22,11 @@ from tests.batchkit import (
     running_day,
     slow_job,
     task_docs,
-    wait_for,
     weekdays,
     write_day,
 )
 from tests.crashkit import killed_at
-from tests.helpers import clean_env, cli_argv, run_cli
+from tests.helpers import clean_env, cli_argv, run_cli, wait_until
 
 
 @pytest.fixture
@@ -121,15 +120,16 @@ def test_kill_9_mid_day_then_resume(tmp_path: Path, pg_url: str, table: str) -> 
     proc = background(config, "run", "--job", "slow", "--from", "2025-10-06", "--to",
                       "2025-10-08")
     state = tmp_path / "state"
-    wait_for(lambda: Path(f"{marker}2025-10-07").exists(), what="day 2 half sent")
+    wait_until(lambda: Path(f"{marker}2025-10-07").exists(), "day 2 half sent", timeout=30,
+               interval=0.02)
     task_id, day = running_day(state) or ("", "")
     assert day == "2025-10-07"
     os.kill(proc.pid, signal.SIGKILL)
     proc.wait()
 
     # Day 1 committed, day 2's open transaction rolled back with the dead connection.
-    wait_for(lambda: day_counts(pg_url, table) == {"2025-10-06": 40}, timeout=10,
-             what="day 2 rolled back")
+    wait_until(lambda: day_counts(pg_url, table) == {"2025-10-06": 40}, "day 2 rolled back",
+               timeout=10, interval=0.02)
     status = run_cli(["--json", "batch", "status", task_id], config=config).json()
     assert status["status"] == "crashed"
     assert status["days"]["2025-10-06"]["status"] == "success"
@@ -159,7 +159,8 @@ def test_kill_9_at_each_point_then_resume(tmp_path: Path, pg_url: str, table: st
                              week[-1]], config=config)
     (doc,) = task_docs(tmp_path / "state")
     # day 1 committed; day 2's transaction died with its connection
-    wait_for(lambda: day_counts(pg_url, table) == {week[0]: 5}, what="day 2 rolled back")
+    wait_until(lambda: day_counts(pg_url, table) == {week[0]: 5}, "day 2 rolled back",
+               timeout=30, interval=0.02)
     killed_at(KILLED_AT[1], ["batch", "resume", doc["task_id"]], config=config)
     assert day_counts(pg_url, table) == {week[0]: 5, week[1]: 5}  # committed, not recorded
     killed_at(KILLED_AT[2], ["batch", "resume", doc["task_id"]], config=config)
@@ -182,7 +183,8 @@ def test_second_run_on_the_same_target_is_refused(tmp_path: Path, pg_url: str,
     first = background(config, "run", "--job", "slow", "--from", "2025-10-06", "--to",
                        "2025-10-07")
     try:
-        task_id, _ = wait_for(lambda: running_day(tmp_path / "state"), what="first run")
+        task_id, _ = wait_until(lambda: running_day(tmp_path / "state"), "first run",
+                                timeout=30, interval=0.02)
         refused = run_cli(["batch", "run", "--job", "fast", "--from", "2025-10-06", "--to",
                            "2025-10-06"], config=config, expect=75)
         assert task_id in refused.err and "already running" in refused.err
@@ -203,7 +205,8 @@ def test_postgres_advisory_lock_spans_hosts(tmp_path: Path, pg_url: str, table: 
     first = background(host_a, "run", "--job", "load", "--from", "2025-10-06", "--to",
                        "2025-10-07")
     try:
-        task_id, _ = wait_for(lambda: running_day(tmp_path / "state-a"), what="host a")
+        task_id, _ = wait_until(lambda: running_day(tmp_path / "state-a"), "host a",
+                                timeout=30, interval=0.02)
         refused = run_cli(["batch", "run", "--job", "load", "--from", "2025-10-06", "--to",
                            "2025-10-06"], config=host_b, expect=75)
         assert task_id in refused.err and "advisory lock" in refused.err
@@ -222,7 +225,8 @@ def test_cancel_rolls_back_the_current_day_and_resume_finishes(tmp_path: Path, p
                                                       delay=0.03, marker=marker)})
     proc = background(config, "run", "--json", "--job", "slow", "--from", "2025-10-06",
                       "--to", "2025-10-09")
-    wait_for(lambda: Path(f"{marker}2025-10-07").exists(), what="day 2 half sent")
+    wait_until(lambda: Path(f"{marker}2025-10-07").exists(), "day 2 half sent", timeout=30,
+               interval=0.02)
     task_id, _ = running_day(tmp_path / "state") or ("", "")
     cancel = run_cli(["--json", "batch", "cancel", task_id], config=config).json()
     assert cancel["cancel_requested"] is True

@@ -5,33 +5,17 @@ from __future__ import annotations
 import json
 import os
 import signal
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.batchkit import create_table, day_counts, glob_job, slow_job, wait_for, write_day
-from tests.helpers import Hub
+from tests.batchkit import create_table, day_counts, glob_job, slow_job, write_day
+from tests.helpers import Hub, call_json, wait_until
 
 TOKEN = "s3cret-batch-token"
 BASE = "/api/v1/sync-status/sync/batch"
-
-
-def call(hub: Hub, method: str, path: str, body: Any = None, token: str | None = TOKEN,
-         raw: bytes | None = None) -> tuple[int, dict[str, Any]]:
-    data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
-    request = urllib.request.Request(hub.url + path, data=data, method=method)
-    request.add_header("Content-Type", "application/json")
-    if token:
-        request.add_header("Authorization", f"Bearer {token}")
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read() or b"{}")
 
 
 @pytest.fixture
@@ -62,7 +46,7 @@ def server(tmp_path: Path, pg_url: str, pg_table: str) -> Iterator[Hub]:
 
 
 def progress(hub: Hub, task_id: str) -> dict[str, Any]:
-    status, doc = call(hub, "GET", f"{BASE}/progress/{task_id}")
+    status, doc = call_json(f"{hub.url}{BASE}/progress/{task_id}", token=TOKEN)
     assert status == 200 and doc["status"] == "success", doc
     return doc["data"]
 
@@ -81,13 +65,14 @@ def refused(answer: dict[str, Any]) -> str:
 
 
 def wait_status(hub: Hub, task_id: str, wanted: set[str], timeout: float = 60) -> dict[str, Any]:
-    return wait_for(lambda: (d := progress(hub, task_id))["status"] in wanted and d,
-                    timeout=timeout, what=f"task {task_id} to be {wanted}")
+    return wait_until(lambda: (d := progress(hub, task_id))["status"] in wanted and d,
+                      f"task {task_id} to be {wanted}", timeout=timeout, interval=0.02)
 
 
 def test_start_poll_until_done_and_history(server: Hub, pg_url: str) -> None:
-    answer = success(*call(server, "POST", BASE, {"start_date": "2025-10-04",
-                                                   "end_date": "2025-10-08"}))
+    answer = success(*call_json(server.url + BASE, "POST", {"start_date": "2025-10-04",
+                                                            "end_date": "2025-10-08"},
+                                token=TOKEN))
     task_id = answer["task_id"]
     assert answer["total_days"] == 5 and "5 days" in answer["message"]
     doc = wait_status(server, task_id, {"completed", "failed"})
@@ -101,27 +86,29 @@ def test_start_poll_until_done_and_history(server: Hub, pg_url: str) -> None:
     assert day_counts(pg_url, server.pg_table) == {  # type: ignore[attr-defined]
         "2025-10-06": 4, "2025-10-07": 4, "2025-10-08": 4}
 
-    second = success(*call(server, "POST", BASE, {"start_date": "2025-10-06",
-                                                   "end_date": "2025-10-06", "job": "bars"}))
+    second = success(*call_json(server.url + BASE, "POST", {
+        "start_date": "2025-10-06", "end_date": "2025-10-06", "job": "bars"}, token=TOKEN))
     wait_status(server, second["task_id"], {"completed"})
-    history = success(*call(server, "GET", BASE))
+    history = success(*call_json(server.url + BASE, token=TOKEN))
     assert [t["task_id"] for t in history["tasks"]] == [second["task_id"], task_id]
     assert all("days" not in t and t["duration_seconds"] is not None for t in history["tasks"])
 
 
 def test_second_start_on_the_same_target_gets_409_then_cancel(server: Hub,
                                                               pg_url: str) -> None:
-    first = success(*call(server, "POST", BASE, {"start_date": "2025-10-06",
-                                                  "end_date": "2025-10-10", "job": "slow"}))
-    status, answer = call(server, "POST", BASE, {"start_date": "2025-10-06",
-                                                 "end_date": "2025-10-06"})
+    first = success(*call_json(server.url + BASE, "POST", {
+        "start_date": "2025-10-06", "end_date": "2025-10-10", "job": "slow"}, token=TOKEN))
+    status, answer = call_json(server.url + BASE, "POST", {"start_date": "2025-10-06",
+                                                           "end_date": "2025-10-06"},
+                               token=TOKEN)
     assert status == 409
     assert first["task_id"] in refused(answer)
     # the refused request leaves no task behind
-    history = success(*call(server, "GET", BASE))
+    history = success(*call_json(server.url + BASE, token=TOKEN))
     assert [t["task_id"] for t in history["tasks"]] == [first["task_id"]]
 
-    cancelled = success(*call(server, "POST", f"{BASE}/{first['task_id']}/cancel"))
+    cancelled = success(*call_json(f"{server.url}{BASE}/{first['task_id']}/cancel", "POST",
+                                   token=TOKEN))
     assert cancelled["cancel_requested"] is True
     doc = wait_status(server, first["task_id"], {"cancelled"})
     assert doc["success"] < 5
@@ -130,8 +117,8 @@ def test_second_start_on_the_same_target_gets_409_then_cancel(server: Hub,
 
 
 def test_job_outlives_a_server_restart(server: Hub, pg_url: str) -> None:
-    answer = success(*call(server, "POST", BASE, {"start_date": "2025-10-06",
-                                                   "end_date": "2025-10-07", "job": "slow"}))
+    answer = success(*call_json(server.url + BASE, "POST", {
+        "start_date": "2025-10-06", "end_date": "2025-10-07", "job": "slow"}, token=TOKEN))
     assert server.stop() == 0
     server.start()
     doc = wait_status(server, answer["task_id"], {"completed", "failed", "crashed"})
@@ -151,22 +138,23 @@ def test_job_outlives_a_server_restart(server: Hub, pg_url: str) -> None:
 ])
 def test_bad_requests_get_400_naming_the_field(server: Hub, body: Any, field: str,
                                                words: str) -> None:
-    status, answer = call(server, "POST", BASE, body)
+    status, answer = call_json(server.url + BASE, "POST", body, token=TOKEN)
     assert status == 400
     assert answer["data"]["field"] == field and words in refused(answer)
 
 
 def test_auth_size_and_unknown_task(server: Hub) -> None:
     body = {"start_date": "2025-10-06", "end_date": "2025-10-06"}
-    assert call(server, "POST", BASE, body, token=None)[0] == 401
-    assert call(server, "POST", BASE, body, token="wrong")[0] == 401
-    assert call(server, "GET", BASE, token="s3cret-batch-toke")[0] == 401
-    assert call(server, "GET", f"{BASE}/progress/x", token=None)[0] == 401
-    assert call(server, "POST", BASE, raw=b"{" + b" " * 100_000 + b"}")[0] == 413
-    assert call(server, "POST", BASE, raw=b"{not json")[0] == 400
-    status, answer = call(server, "GET", f"{BASE}/progress/no-such-task")
+    api = server.url + BASE
+    assert call_json(api, "POST", body, token=None)[0] == 401
+    assert call_json(api, "POST", body, token="wrong")[0] == 401
+    assert call_json(api, token="s3cret-batch-toke")[0] == 401
+    assert call_json(f"{api}/progress/x", token=None)[0] == 401
+    assert call_json(api, "POST", raw=b"{" + b" " * 100_000 + b"}", token=TOKEN)[0] == 413
+    assert call_json(api, "POST", raw=b"{not json", token=TOKEN)[0] == 400
+    status, answer = call_json(f"{api}/progress/no-such-task", token=TOKEN)
     assert status == 404 and "no-such-task" in refused(answer)
-    assert call(server, "POST", f"{BASE}/no-such-task/cancel")[0] == 404
+    assert call_json(f"{api}/no-such-task/cancel", "POST", token=TOKEN)[0] == 404
     assert TOKEN not in (server.log.read_text())
 
 
@@ -214,7 +202,7 @@ def test_the_seed_curl_examples_as_written(tmp_path: Path, pg_url: str, pg_table
                 capture_output=True, text=True, check=True, timeout=60).stdout)
             return data if data["status"] in ("completed", "failed") else None
 
-        data = wait_for(poll, what="the task to finish")
+        data = wait_until(poll, "the task to finish", timeout=30, interval=0.02)
         assert data["status"] == "completed" and data["current"] == 3
         assert data["total"] == 3 and data["success"] == 3 and data["errors"] == []
         assert data["progress_percent"] == 100.0 and data["message"]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,7 @@ from tests.helpers import (
     make_dataset,
     run_cli,
     tree_bytes,
+    wait_until,
     write_yaml,
 )
 from tests.test_sync_e2e import _StaticServer, _touch_all
@@ -31,13 +31,15 @@ def sync(cfg: Path, expect: int = 0) -> dict[str, Any]:
 
 def next_version(hub: Hub, name: str, previous: str, with_deltas: int = 1) -> dict[str, Any]:
     """Wait for a new package of ``name`` that offers ``with_deltas`` deltas."""
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
+
+    def published() -> dict[str, Any] | None:
         entry = hub.datasets().get(name)
         if entry and entry["version"] != previous and len(entry["deltas"]) >= with_deltas:
             return entry
-        time.sleep(0.05)
-    raise AssertionError(f"no new version of {name}:\n{hub.log.read_text()[-3000:]}")
+        return None
+
+    return wait_until(published, f"a new version of {name}", timeout=30,
+                      detail=lambda: hub.log.read_text()[-3000:])
 
 
 @pytest.fixture

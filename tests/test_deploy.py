@@ -6,14 +6,13 @@ import os
 import shutil
 import socket
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.frozen import frozen_binary
-from tests.helpers import ROOT, free_port
+from tests.helpers import ROOT, free_port, wait_until
 from tests.pgserver import in_ci
 
 SSHD = Path("/usr/sbin/sshd")
@@ -45,15 +44,18 @@ def sshd(tmp_path: Path) -> Iterator[dict[str, object]]:
     Path("/run/sshd").mkdir(exist_ok=True)  # privilege separation directory
     proc = subprocess.Popen([str(SSHD), "-D", "-e", "-f", str(config)],
                             stderr=open(keys / "sshd.log", "wb"))
-    deadline = time.monotonic() + 10
-    while True:
+
+    def listening() -> bool:
         try:
             socket.create_connection(("127.0.0.1", port), 1).close()
-            break
+            return True
         except OSError:
-            if time.monotonic() > deadline or proc.poll() is not None:
-                raise AssertionError((keys / "sshd.log").read_text()) from None
-            time.sleep(0.05)
+            return False
+
+    wait_until(lambda: listening() or proc.poll() is not None, "sshd to listen", timeout=10,
+               detail=(keys / "sshd.log").read_text)
+    if proc.poll() is not None:
+        raise AssertionError((keys / "sshd.log").read_text())
     try:
         yield {"port": port, "identity": keys / "client"}
     finally:

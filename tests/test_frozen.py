@@ -91,9 +91,9 @@ def test_pictures_from_a_mariadb_task_table(frozen: Path, tmp_path: Path, mysql_
         create_task_table,
         insert_tasks,
         make_pictures,
+        pictures_config,
         start_server,
     )
-    from tests.pictures_client_kit import client_config as pictures_config
 
     pics = make_pictures(tmp_path / "srv", 3, missing=1)
     create_task_table(mysql_url, mysql_table)

@@ -18,7 +18,7 @@ from datahubsync.datasets.freshness import decide, signature
 from datahubsync.datasets.hub import Builder, BuildSettings
 from datahubsync.datasets.packager import scan_dataset
 from datahubsync.datasets.store import PackageStore
-from tests.helpers import Hub, free_port, make_dataset, tree_bytes
+from tests.helpers import Hub, free_port, http_answers, make_dataset, tree_bytes, wait_until
 
 
 def test_health_and_datasets_contract(hub: Hub, data_root: Path) -> None:
@@ -102,12 +102,15 @@ def test_metrics_count_builds_requests_and_bytes(hub: Hub) -> None:
         'datahubsync_http_requests_total{route="/package/{filename}",status="404"} 1',
         'datahubsync_http_requests_total{route="/package/{filename}",status="200"} 1',
     ]
-    deadline = time.monotonic() + 5  # other workers publish their counters every poll
-    while True:
+    text = ""
+
+    def complete() -> bool:
+        nonlocal text
         text = requests.get(f"{hub.url}/metrics", timeout=5).text
-        if all(w in text for w in wanted) or time.monotonic() > deadline:
-            break
-        time.sleep(0.1)
+        return all(w in text for w in wanted)
+
+    # other workers publish their counters every poll
+    wait_until(complete, "every counter in /metrics", timeout=5, interval=0.1, fail=False)
     for w in wanted:
         assert w in text
     served = [line for line in text.splitlines()
@@ -282,14 +285,9 @@ def test_sigterm_lets_inflight_download_finish(tmp_path: Path) -> None:
         chunks = response.iter_content(64 * 1024)
         received += next(chunks)
         server.proc.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
-        deadline = time.monotonic() + 60
-        while True:  # the listening socket closes first: new connections are refused
-            try:
-                requests.get(f"{server.url}/health", timeout=2)
-            except requests.ConnectionError:
-                break
-            assert time.monotonic() < deadline, "still accepting 60 s after SIGTERM"
-            time.sleep(0.05)
+        # the listening socket closes first: new connections are refused
+        wait_until(lambda: not http_answers(f"{server.url}/health", timeout=2),
+                   "new connections to be refused after SIGTERM", timeout=60)
         for chunk in chunks:
             received += chunk
     assert len(received) == entry["package_size"]
@@ -346,16 +344,18 @@ def test_workers_die_with_a_killed_parent(tmp_path: Path, data_root: Path) -> No
     port = free_port()
     server = Hub(tmp_path, data_root, port=port, workers=3).start()
     server.stop(signal.SIGKILL)
-    deadline = time.monotonic() + 10
-    while True:  # the port is free once every worker is gone
+
+    def port_free() -> bool:  # the port is free once every worker is gone
         with socket.socket() as probe:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 probe.bind(("127.0.0.1", port))
-                break
             except OSError:
-                assert time.monotonic() < deadline, "workers outlived the killed parent"
-                time.sleep(0.05)
+                return False
+            return True
+
+    wait_until(port_free, "the workers to die with the killed parent (the port to be free)",
+               timeout=10)
     server.start()
     assert requests.get(f"{server.url}/health", timeout=5).json() == {"status": "ok"}
     server.stop()

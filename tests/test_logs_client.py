@@ -3,14 +3,12 @@
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
 import random
 import shutil
 import signal
 import subprocess
 import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,7 +16,7 @@ from typing import Any
 import pytest
 
 from tests.crashkit import killed_at
-from tests.helpers import Hub, clean_env, cli_argv, run_cli, write_yaml
+from tests.helpers import Hub, call_json, clean_env, cli_argv, run_cli, write_yaml
 
 KEY = "k-logs-1"
 OLD = time.time() - 3 * 3600  # files of past hours, quiet for long: final
@@ -65,9 +63,10 @@ def config(tmp_path: Path, url: str, **logs: Any) -> Path:
 
 
 def server_stats(hub: Hub) -> dict[str, Any]:
-    request = urllib.request.Request(hub.url + "/api/v1/logs/stats", headers={"X-API-Key": KEY})
-    with urllib.request.urlopen(request, timeout=10) as response:
-        return json.loads(response.read())
+    status, doc = call_json(hub.url + "/api/v1/logs/stats", headers={"X-API-Key": KEY},
+                            timeout=10)
+    assert status == 200, doc
+    return doc
 
 
 def once(cfg: Path, expect: int = 0) -> dict[str, Any]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -13,33 +12,17 @@ from typing import Any
 import psycopg
 import pytest
 
-from tests.helpers import Hub
+from tests.helpers import Hub, call_json
 
 KEY = "k-3f9a1c"
 PATH = "/api/v1/logs/ips"
-
-
-def post(hub: Hub, body: Any, key: str | None = KEY, idem: str | None = None,
-         raw: bytes | None = None) -> tuple[int, dict[str, Any]]:
-    data = raw if raw is not None else json.dumps(body).encode()
-    request = urllib.request.Request(hub.url + PATH, data=data, method="POST")
-    request.add_header("Content-Type", "application/json")
-    if key:
-        request.add_header("X-API-Key", key)
-    if idem:
-        request.add_header("Idempotency-Key", idem)
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read() or b"{}")
+AUTH = {"X-API-Key": KEY}
 
 
 def stats(hub: Hub) -> dict[str, Any]:
-    request = urllib.request.Request(hub.url + "/api/v1/logs/stats")
-    request.add_header("X-API-Key", KEY)
-    with urllib.request.urlopen(request, timeout=30) as response:
-        return json.loads(response.read())
+    status, doc = call_json(hub.url + "/api/v1/logs/stats", headers=AUTH)
+    assert status == 200, doc
+    return doc
 
 
 def batch(ips: list[str], day: str = "2025-12-09") -> dict[str, Any]:
@@ -75,9 +58,13 @@ def drop_tables(url: str) -> None:
 
 
 def test_batches_are_stored_and_counted(hub: Hub) -> None:
-    assert post(hub, batch(["1.2.3.4", "5.6.7.8"])) == (200, {"received_count": 2})
-    assert post(hub, batch(["1.2.3.4"], day="2025-12-10")) == (200, {"received_count": 1})
-    assert post(hub, batch([])) == (200, {"received_count": 0})  # what `logs test` sends
+    url = hub.url + PATH
+    assert call_json(url, "POST", batch(["1.2.3.4", "5.6.7.8"]), headers=AUTH) == (
+        200, {"received_count": 2})
+    assert call_json(url, "POST", batch(["1.2.3.4"], day="2025-12-10"), headers=AUTH) == (
+        200, {"received_count": 1})
+    # what `logs test` sends
+    assert call_json(url, "POST", batch([]), headers=AUTH) == (200, {"received_count": 0})
     doc = stats(hub)
     assert doc["total_records"] == 3 and doc["distinct_ips"] == 2
     assert [d["date"] for d in doc["per_day"]] == ["2025-12-09", "2025-12-10"]
@@ -89,16 +76,18 @@ def test_a_nul_from_a_binary_line_is_stored_not_refused_forever(hub: Hub) -> Non
     is stored with U+FFFD in its place instead of failing its batch on every retry."""
     body = batch(["1.2.3.4"])
     body["ip_data"][0]["raw_line_prefix"] = "junk \x00\x01 before 1.2.3.4"
-    assert post(hub, body) == (200, {"received_count": 1})
+    assert call_json(hub.url + PATH, "POST", body, headers=AUTH) == (200, {"received_count": 1})
     assert stats(hub)["total_records"] == 1
 
 
 def test_a_repeated_batch_is_acknowledged_and_stored_once(hub: Hub) -> None:
     body = batch(["9.9.9.9", "8.8.8.8", "1.1.1.1"])
-    first = post(hub, body, idem="batch-000001")
+    repeat = {**AUTH, "Idempotency-Key": "batch-000001"}
+    first = call_json(hub.url + PATH, "POST", body, headers=repeat)
     assert first == (200, {"received_count": 3})
     with ThreadPoolExecutor(8) as pool:  # the same batch, concurrently, from retries
-        answers = list(pool.map(lambda _: post(hub, body, idem="batch-000001"), range(8)))
+        answers = list(pool.map(
+            lambda _: call_json(hub.url + PATH, "POST", body, headers=repeat), range(8)))
     assert set(map(json.dumps, answers)) == {json.dumps([200, {"received_count": 3}])}
     assert stats(hub)["total_records"] == 3
     metrics = urllib.request.urlopen(hub.url + "/metrics", timeout=10).read().decode()
@@ -125,7 +114,7 @@ def test_a_repeated_batch_is_acknowledged_and_stored_once(hub: Hub) -> None:
      "ip_data[1].date"),
 ])
 def test_bad_batches_get_400_naming_the_field(hub: Hub, body: Any, field: str) -> None:
-    status, answer = post(hub, body)
+    status, answer = call_json(hub.url + PATH, "POST", body, headers=AUTH)
     assert status == 400 and answer["field"] == field, answer
     assert stats(hub)["total_records"] == 0
 
@@ -133,9 +122,11 @@ def test_bad_batches_get_400_naming_the_field(hub: Hub, body: Any, field: str) -
 def test_auth_size_and_source_network(tmp_path: Path) -> None:
     hub = start(tmp_path, allowed_networks=["10.0.0.0/8"])
     try:
-        assert post(hub, batch(["1.2.3.4"]), key=None)[0] == 401
-        assert post(hub, batch(["1.2.3.4"]), key="k-3f9a1")[0] == 401
-        status, answer = post(hub, batch(["1.2.3.4"]))
+        url = hub.url + PATH
+        assert call_json(url, "POST", batch(["1.2.3.4"]))[0] == 401
+        assert call_json(url, "POST", batch(["1.2.3.4"]), headers={"X-API-Key": "k-3f9a1"})[0] \
+            == 401
+        status, answer = call_json(url, "POST", batch(["1.2.3.4"]), headers=AUTH)
         assert status == 403 and "127.0.0.1" in answer["error"]
         assert KEY not in hub.log.read_text()
     finally:
@@ -143,9 +134,11 @@ def test_auth_size_and_source_network(tmp_path: Path) -> None:
     open_hub = start(tmp_path / "b")
     try:
         big = batch(["1.2.3.4"] * 3000)
-        assert post(open_hub, big)[0] == 413
-        assert post(open_hub, None, raw=b"{nope")[0] == 400
-        assert post(open_hub, batch(["1.2.3.4"]), idem="bad key!")[0] == 400
+        url = open_hub.url + PATH
+        assert call_json(url, "POST", big, headers=AUTH)[0] == 413
+        assert call_json(url, "POST", raw=b"{nope", headers=AUTH)[0] == 400
+        assert call_json(url, "POST", batch(["1.2.3.4"]),
+                         headers={**AUTH, "Idempotency-Key": "bad key!"})[0] == 400
     finally:
         open_hub.stop()
 
@@ -154,7 +147,7 @@ def test_no_key_configured_refuses_everyone(tmp_path: Path) -> None:
     (tmp_path / "empty").mkdir()
     hub = Hub(tmp_path, tmp_path / "empty").start()
     try:
-        assert post(hub, batch(["1.2.3.4"]))[0] == 401
+        assert call_json(hub.url + PATH, "POST", batch(["1.2.3.4"]), headers=AUTH)[0] == 401
     finally:
         hub.stop()
 

@@ -25,7 +25,7 @@ from datahubsync.logs.scan import (
     TokenFilter,
     open_scanner,
 )
-from tests.helpers import Hub, clean_env, cli_argv, write_yaml
+from tests.helpers import Hub, clean_env, cli_argv, wait_until, write_yaml
 
 SPELLINGS = ["8.8.8.8", "008.8.8.8", "9.9.9.9", "10.1.2.3", "192.168.0.1", "999.1.1.1",
              "1.2.3", "203.0.113.7", "1.1.1.1", "01.1.1.1", "80.80.80.80"]
@@ -227,11 +227,17 @@ def pass_under_way(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], in
         proc = subprocess.Popen(cli_argv() + ["--config", str(cfg), "logs", "once"],
                                 env=clean_env(), stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, start_new_session=True)
-        deadline = time.monotonic() + 30
-        reader, workers = proc.pid, []
-        while len(workers) < 2 and time.monotonic() < deadline and proc.poll() is None:
-            reader, workers = _reader_and_workers(proc.pid)
-            time.sleep(0.02)
+        found: tuple[int, list[int]] = (proc.pid, [])
+
+        def scanning() -> bool:
+            nonlocal found
+            if proc.poll() is not None:
+                return True  # ended: the assertion below says so
+            found = _reader_and_workers(proc.pid)
+            return len(found[1]) >= 2
+
+        wait_until(scanning, "two scanning processes", timeout=30, interval=0.02, fail=False)
+        reader, workers = found
         assert len(workers) == 2, "the pass should have started two scanning processes"
         time.sleep(0.3)  # mid-pass
         assert proc.poll() is None, "the pass ended before it could be interrupted"
@@ -248,11 +254,14 @@ def test_workers_exit_when_the_reader_is_killed(
     proc, reader, workers = pass_under_way
     os.kill(reader, signal.SIGKILL)
     proc.communicate(timeout=30)
-    deadline = time.monotonic() + 10
     alive = workers
-    while alive and time.monotonic() < deadline:
+
+    def gone() -> bool:
+        nonlocal alive
         alive = [pid for pid in workers if _alive(pid)]
-        time.sleep(0.05)
+        return not alive
+
+    wait_until(gone, "the scanning processes to exit", timeout=10, fail=False)
     assert not alive, f"scanning processes {alive} outlived the reader"
 
 

@@ -6,13 +6,11 @@ import datetime as dt
 import hashlib
 import json
 import os
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 from datahubsync.datasets.hub import Builder, BuildSettings
 from datahubsync.datasets.store import PackageStore
-from tests.helpers import Hub, http_json, make_dataset, run_cli, write_yaml
+from tests.helpers import Hub, call_json, make_dataset, run_cli, write_yaml
 
 
 def expected_files(root: Path) -> list[dict[str, object]]:
@@ -29,17 +27,15 @@ def expected_files(root: Path) -> list[dict[str, object]]:
 def test_hub_serves_the_manifest_of_the_package_it_serves(hub: Hub, data_root: Path) -> None:
     entry = hub.wait_ready("alpha")
     assert entry["manifest"] == "manifest/alpha.json"
-    manifest = http_json(f"{hub.url}/manifest/alpha.json")
+    status, manifest = call_json(f"{hub.url}/manifest/alpha.json", timeout=10)
+    assert status == 200, manifest
     assert manifest["version"] == entry["version"]
     assert manifest["last_updated"] == entry["last_updated"]
     assert manifest["file_count"] == entry["file_count"]
     assert manifest["files"] == expected_files(data_root / "alpha")
     for missing in ("nope.json", "alpha", "..%2Fhub.yaml"):
-        try:
-            urllib.request.urlopen(f"{hub.url}/manifest/{missing}", timeout=10)
-            raise AssertionError(f"{missing} was served")
-        except urllib.error.HTTPError as exc:
-            assert exc.code == 404
+        status, _ = call_json(f"{hub.url}/manifest/{missing}", timeout=10)
+        assert status == 404, f"{missing} was served"
 
 
 def test_old_manifests_are_pruned_with_their_packages(tmp_path: Path) -> None:

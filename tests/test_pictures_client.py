@@ -18,15 +18,15 @@ from pathlib import Path
 import pytest
 
 from tests.crashkit import killed_at
-from tests.helpers import clean_env, cli_argv, free_port, run_cli, write_yaml
+from tests.helpers import clean_env, cli_argv, free_port, run_cli, wait_until, write_yaml
 from tests.pictures_client_kit import (
     T0,
     TaskRow,
     check_mirror,
-    client_config,
     create_task_table,
     insert_tasks,
     make_pictures,
+    pictures_config,
     sqlite_tasks,
     start_server,
 )
@@ -48,7 +48,7 @@ def test_tasks_with_missing_pictures_on_every_database(tmp_path: Path,
     insert_tasks(url, table, pics.tasks)
     server = start_server(tmp_path, pics.root)
     try:
-        config = client_config(tmp_path, server.url, url, table)
+        config = pictures_config(tmp_path, server.url, url, table)
         result = run_cli(["--json", "pictures", "once"], config=config).json()
         assert result["new_tasks"] == 12 and result["downloaded"] == 91
         assert result["missing"] == 5 and result["failed"] == 0
@@ -69,29 +69,31 @@ def test_server_down_mid_run_then_back(tmp_path: Path) -> None:
     url, table = sqlite_tasks(tmp_path, pics.tasks)
     port = free_port()
     server = start_server(tmp_path, pics.root, port=port)
-    config = client_config(tmp_path, f"http://127.0.0.1:{port}", url, table, workers=2,
-                           retry_initial=0.2, retry_max=0.5, stall_timeout=600)
+    config = pictures_config(tmp_path, f"http://127.0.0.1:{port}", url, table, workers=2,
+                             retry_initial=0.2, retry_max=0.5, stall_timeout=600)
     log = tmp_path / "client.log"
     client = subprocess.Popen(cli_argv() + ["--config", str(config), "pictures", "run"],
                               stdout=subprocess.DEVNULL, stderr=log.open("wb"),
                               env=clean_env())
     try:
         mirror = tmp_path / "mirror"
-        deadline = time.monotonic() + 30
-        while _mirror_count(mirror) < 30 and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_until(lambda: _mirror_count(mirror) >= 30, "30 pictures in the mirror", timeout=30,
+                   interval=0.01, fail=False)
         server.stop()  # SIGTERM: its forked workers go too (SIGKILL would orphan them)
         stopped_at = _mirror_count(mirror)
         assert stopped_at < len(pics.content), "the server went down after the last file"
         time.sleep(1.5)  # the client keeps failing and backing off meanwhile
         assert client.poll() is None
         server.start()
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
+        counts: dict[str, int] = {}
+
+        def accounted() -> bool:
+            nonlocal counts
             counts = _status(config)["files"]
-            if counts["downloaded"] + counts["missing"] == 480:
-                break
-            time.sleep(0.2)
+            return counts["downloaded"] + counts["missing"] == 480
+
+        wait_until(accounted, "every file downloaded or missing", timeout=60, interval=0.2,
+                   fail=False)
         assert check_mirror(pics, mirror) == []
         assert counts["missing"] == 3 and counts["failed"] == 0
     finally:
@@ -111,7 +113,7 @@ def test_kill_9_at_each_point_then_rerun(tmp_path: Path) -> None:
     url, table = sqlite_tasks(tmp_path, pics.tasks)
     server = start_server(tmp_path, pics.root)
     try:
-        config = client_config(tmp_path, server.url, url, table, workers=4)
+        config = pictures_config(tmp_path, server.url, url, table, workers=4)
         mirror = tmp_path / "mirror"
         for point in KILLED_AT:
             killed_at(point, ["pictures", "once"], config=config)
@@ -132,8 +134,8 @@ def test_legacy_tcp_transport(tmp_path: Path) -> None:
     server = start_server(tmp_path, pics.root, legacy_tcp={"host": "127.0.0.1",
                                                            "port": tcp_port})
     try:
-        config = client_config(tmp_path, None, url, table, transport="legacy-tcp",
-                               legacy_host="127.0.0.1", legacy_port=tcp_port)
+        config = pictures_config(tmp_path, None, url, table, transport="legacy-tcp",
+                                 legacy_host="127.0.0.1", legacy_port=tcp_port)
         result = run_cli(["--json", "pictures", "once"], config=config).json()
         assert result["downloaded"] == 46 and result["missing"] == 2
         assert check_mirror(pics, tmp_path / "mirror") == []
@@ -157,7 +159,7 @@ def test_existing_right_size_skipped_wrong_size_replaced(tmp_path: Path) -> None
     bad.write_bytes(b"truncated by the old client")
     server = start_server(tmp_path, pics.root)
     try:
-        config = client_config(tmp_path, server.url, url, table)
+        config = pictures_config(tmp_path, server.url, url, table)
         result = run_cli(["--json", "pictures", "once"], config=config).json()
         assert result["skipped"] == 1 and result["downloaded"] == 7
         assert check_mirror(pics, mirror) == []
@@ -173,7 +175,7 @@ def test_unsafe_task_paths_are_refused_not_written(tmp_path: Path) -> None:
     url, table = sqlite_tasks(tmp_path, [*pics.tasks, evil])
     server = start_server(tmp_path, pics.root)
     try:
-        config = client_config(tmp_path, server.url, url, table, local_root=str(
+        config = pictures_config(tmp_path, server.url, url, table, local_root=str(
             tmp_path / "a" / "b" / "mirror"))
         result = run_cli(["--json", "pictures", "once"], config=config, expect=1).json()
         assert result["failed"] == 3
@@ -195,8 +197,8 @@ def test_legacy_progress_file_and_lookback(tmp_path: Path) -> None:
                                   "last_download_time": "2025-10-01 09:00:00"}))
     server = start_server(tmp_path, pics.root)
     try:
-        config = client_config(tmp_path, server.url, url, table, legacy_progress_file=str(legacy),
-                               lookback_minutes=3)
+        config = pictures_config(tmp_path, server.url, url, table, legacy_progress_file=str(legacy),
+                                 lookback_minutes=3)
         result = run_cli(["--json", "pictures", "once"], config=config).json()
         # Tasks 7..10 are new; the lookback (3 min before task 6) brings 3..6 too:
         # rows the ledger lacks, exactly what a late commit looks like.
@@ -222,8 +224,8 @@ def test_stall_exits_nonzero_and_supervise_restarts(tmp_path: Path) -> None:
     pics = make_pictures(tmp_path / "srv", 2)
     url, table = sqlite_tasks(tmp_path, pics.tasks)
     dead = f"http://127.0.0.1:{free_port()}"  # nothing listens: every transfer fails
-    config = client_config(tmp_path, dead, url, table, stall_timeout=1, poll_interval=0.1,
-                           retry_initial=0.1, retry_max=0.1, supervise_delay=0.1)
+    config = pictures_config(tmp_path, dead, url, table, stall_timeout=1, poll_interval=0.1,
+                             retry_initial=0.1, retry_max=0.1, supervise_delay=0.1)
     result = run_cli(["pictures", "run"], config=config, expect=1, timeout=120)
     assert "no progress for" in result.err and "Connection refused" in result.err
     log_path = tmp_path / "supervise.log"
@@ -231,12 +233,10 @@ def test_stall_exits_nonzero_and_supervise_restarts(tmp_path: Path) -> None:
         cli_argv() + ["--config", str(config), "pictures", "run", "--supervise"],
         stdout=subprocess.DEVNULL, stderr=log_path.open("wb"), env=clean_env())
     try:
-        deadline = time.monotonic() + 120
-        while log_path.read_text().count("worker exited 1; restarting") < 2:
-            assert supervisor.poll() is None, "the supervisor should live on"
-            assert time.monotonic() < deadline, log_path.read_text()
-            time.sleep(0.1)
-        assert supervisor.poll() is None  # the supervisor lives on
+        wait_until(lambda: log_path.read_text().count("worker exited 1; restarting") >= 2
+                   or supervisor.poll() is not None, "two restarts by the supervisor",
+                   timeout=120, interval=0.1, detail=log_path.read_text)
+        assert supervisor.poll() is None, "the supervisor should live on"
     finally:
         supervisor.send_signal(signal.SIGTERM)
         code = supervisor.wait(30)
@@ -254,7 +254,7 @@ def test_sd_notify_ready_and_watchdog(tmp_path: Path) -> None:
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     listener.bind(str(sock_path))
     listener.settimeout(20)
-    config = client_config(tmp_path, server.url, url, table)
+    config = pictures_config(tmp_path, server.url, url, table)
     client = subprocess.Popen(cli_argv() + ["--config", str(config), "pictures", "run"],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                               env=clean_env({"NOTIFY_SOCKET": str(sock_path)}))
@@ -292,14 +292,14 @@ def test_doctor_checks_table_server_and_ledger(tmp_path: Path) -> None:
     url, table = sqlite_tasks(tmp_path, pics.tasks)
     server = start_server(tmp_path, pics.root)
     try:
-        config = client_config(tmp_path, server.url, url, table)
+        config = pictures_config(tmp_path, server.url, url, table)
         doc = run_cli(["--json", "doctor"], config=config).json()
         checks = {c["name"]: c for c in doc["checks"]}
         assert checks["pictures task table"]["ok"] and "has rows" in \
             checks["pictures task table"]["detail"]
         assert checks["picture server"]["ok"] and checks["pictures ledger"]["ok"]
-        bad = client_config(tmp_path, f"http://127.0.0.1:{free_port()}", url, "NO_SUCH_TABLE",
-                            name="bad.yaml")
+        bad = pictures_config(tmp_path, f"http://127.0.0.1:{free_port()}", url, "NO_SUCH_TABLE",
+                              name="bad.yaml")
         doc = run_cli(["--json", "doctor"], config=bad, expect=1).json()
         failed = {c["name"]: c for c in doc["checks"] if not c["ok"]}
         assert "no such table" in failed["pictures task table"]["detail"].lower()
@@ -315,15 +315,15 @@ def test_a_refused_token_stops_the_pass_and_spends_no_attempt(tmp_path: Path) ->
     url, table = sqlite_tasks(tmp_path, pics.tasks)
     server = start_server(tmp_path, pics.root)
     try:
-        wrong = client_config(tmp_path, server.url, url, table, name="wrong.yaml",
-                              token="not-the-token", retry_initial=3600, retry_max=3600)
+        wrong = pictures_config(tmp_path, server.url, url, table, name="wrong.yaml",
+                                token="not-the-token", retry_initial=3600, retry_max=3600)
         refused = run_cli(["pictures", "once"], config=wrong, expect=2)
         assert "refused pictures.token" in refused.err and "not-the-token" not in refused.err
         status = _status(wrong)
         assert _mirror_count(tmp_path / "mirror") == 0
         assert status["problems"] == [], status  # no file has an attempt or an error
-        right = client_config(tmp_path, server.url, url, table, retry_initial=3600,
-                              retry_max=3600)
+        right = pictures_config(tmp_path, server.url, url, table, retry_initial=3600,
+                                retry_max=3600)
         result = run_cli(["--json", "pictures", "once"], config=right).json()
         assert result["downloaded"] == 16 and check_mirror(pics, tmp_path / "mirror") == []
     finally:

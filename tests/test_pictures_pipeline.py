@@ -6,37 +6,21 @@ import json
 import signal
 import sys
 import threading
-import urllib.error
-import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 from datahubsync.pictures.ledger import Ledger
 from tests.crashkit import killed_at
-from tests.helpers import free_port, run_cli
+from tests.helpers import call_json, free_port, run_cli
 from tests.pictures_client_kit import (
     TOKEN,
     check_mirror,
-    client_config,
     make_pictures,
+    pictures_config,
     sqlite_tasks,
     start_server,
 )
-
-
-def _post(url: str, body: Any, token: str | None = TOKEN,
-          raw: bytes | None = None) -> tuple[int, dict[str, Any]]:
-    data = raw if raw is not None else json.dumps(body).encode()
-    request = urllib.request.Request(url, data=data, method="POST",
-                                     headers={"Content-Type": "application/json"})
-    if token:
-        request.add_header("Authorization", f"Bearer {token}")
-    try:
-        with urllib.request.urlopen(request, timeout=10) as response:
-            return response.status, json.loads(response.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read() or b"{}")
 
 
 def test_push_acknowledged_only_once_durable_then_fetched(tmp_path: Path) -> None:
@@ -52,20 +36,25 @@ def test_push_acknowledged_only_once_durable_then_fetched(tmp_path: Path) -> Non
     try:
         body = {"task_id": "cam7-0001", "camera_id": "CAM07", "time": "2025-10-01T08:00:00",
                 "images": first.paths}
-        assert _post(api, body, token=None)[0] == 401
-        assert _post(api, body, token="wrong")[0] == 401
-        code, doc = _post(api, {**body, "images": [first.paths[0], "D:\\pic\\..\\x.jpg"]})
+        assert call_json(api, "POST", body, token=None, timeout=10)[0] == 401
+        assert call_json(api, "POST", body, token="wrong", timeout=10)[0] == 401
+        images = [first.paths[0], "D:\\pic\\..\\x.jpg"]
+        code, doc = call_json(api, "POST", {**body, "images": images}, token=TOKEN, timeout=10)
         assert code == 400 and doc["field"] == "images[1]"
-        assert _post(api, {**body, "colour": 1})[1]["field"] == "colour"
-        assert _post(api, {k: v for k, v in body.items() if k != "task_id"})[1]["field"] \
-            == "task_id"
-        assert _post(api, None, raw=b"{" + b" " * 5000 + b"}")[0] == 413
-        assert _post(api, None, raw=b"{nope")[1]["field"] == "body"
-        code, doc = _post(api, body)
+        assert call_json(api, "POST", {**body, "colour": 1}, token=TOKEN,
+                         timeout=10)[1]["field"] == "colour"
+        assert call_json(api, "POST", {k: v for k, v in body.items() if k != "task_id"},
+                         token=TOKEN, timeout=10)[1]["field"] == "task_id"
+        assert call_json(api, "POST", raw=b"{" + b" " * 5000 + b"}", token=TOKEN,
+                         timeout=10)[0] == 413
+        assert call_json(api, "POST", raw=b"{nope", token=TOKEN,
+                         timeout=10)[1]["field"] == "body"
+        code, doc = call_json(api, "POST", body, token=TOKEN, timeout=10)
         assert (code, doc) == (202, {"task_id": "cam7-0001", "files": 8, "duplicate": False})
         # URLs are accepted too (here: the same server's /files route).
         url_images = [f"{server.url}/files/{p.replace(chr(92), '/')}" for p in second.paths]
-        assert _post(api, {"task_id": 2, "images": url_images})[0] == 202
+        assert call_json(api, "POST", {"task_id": 2, "images": url_images}, token=TOKEN,
+                         timeout=10)[0] == 202
         server.stop(signal.SIGKILL)  # right after the 202: nothing may be lost
     finally:
         server.stop()
@@ -75,10 +64,11 @@ def test_push_acknowledged_only_once_durable_then_fetched(tmp_path: Path) -> Non
     server.start()
     try:
         api = f"{server.url}/api/v1/pictures/tasks"
-        code, doc = _post(api, body)  # a sender's retry: acknowledged, stored once
+        # a sender's retry: acknowledged, stored once
+        code, doc = call_json(api, "POST", body, token=TOKEN, timeout=10)
         assert code == 202 and doc["duplicate"] is True
-        config = client_config(tmp_path, server.url, None, "unused", source="push",
-                               ledger_url=ledger_url)
+        config = pictures_config(tmp_path, server.url, None, "unused", source="push",
+                                 ledger_url=ledger_url)
         result = run_cli(["--json", "pictures", "once"], config=config).json()
         assert result["downloaded"] == 15 and result["missing"] == 1
         assert check_mirror(pics.__class__(pics.root, [first], {
@@ -86,10 +76,8 @@ def test_push_acknowledged_only_once_durable_then_fetched(tmp_path: Path) -> Non
             tmp_path / "mirror") == []
         url_copies = sorted((tmp_path / "mirror" / "_urls").rglob("*.jpg"))
         assert len(url_copies) == 7
-        request = urllib.request.Request(f"{api}/cam7-0001",
-                                         headers={"Authorization": f"Bearer {TOKEN}"})
-        with urllib.request.urlopen(request, timeout=10) as response:
-            shown = json.loads(response.read())
+        status, shown = call_json(f"{api}/cam7-0001", token=TOKEN, timeout=10)
+        assert status == 200, shown
         assert shown["state"] == "downloaded" and len(shown["files"]) == 8
     finally:
         server.stop()
@@ -134,7 +122,7 @@ def test_process_callback_and_retry_when_due(tmp_path: Path) -> None:
     threading.Thread(target=hooks.serve_forever, daemon=True).start()
     server = start_server(tmp_path, pics.root)
     try:
-        config = client_config(
+        config = pictures_config(
             tmp_path, server.url, url, table, retry_after=3600.0,
             process_command=[sys.executable, str(script), str(tmp_path), "{task_id}", "{files}"],
             callback_url=f"http://127.0.0.1:{hooks.server_port}/report")
@@ -185,7 +173,7 @@ def test_kill_9_after_each_step_commit(tmp_path: Path) -> None:
     threading.Thread(target=hooks.serve_forever, daemon=True).start()
     server = start_server(tmp_path, pics.root)
     try:
-        config = client_config(
+        config = pictures_config(
             tmp_path, server.url, url, table,
             process_command=[sys.executable, str(script), str(tmp_path), "{task_id}"],
             callback_url=f"http://127.0.0.1:{hooks.server_port}/report")

@@ -20,7 +20,7 @@ import pytest
 import sqlalchemy as sa
 
 from tests.crashkit import crash_env
-from tests.helpers import clean_env, cli_argv, free_port, wait_until, write_yaml
+from tests.helpers import call_json, clean_env, cli_argv, free_port, wait_until, write_yaml
 
 PUSH = "/api/v1/pictures/tasks"
 
@@ -101,17 +101,6 @@ def start_serve(tmp: Path, config: Path, env: dict[str, str] | None = None
     return proc
 
 
-def post(port: int, body: Any) -> tuple[int, str]:
-    request = urllib.request.Request(f"http://127.0.0.1:{port}{PUSH}",
-                                     data=json.dumps(body).encode(), method="POST",
-                                     headers={"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(request, timeout=30) as response:
-            return response.status, response.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
-
-
 def ledger_rows(tmp: Path) -> list[tuple[str, str, str]]:
     engine = sa.create_engine(f"sqlite:///{tmp / 'ledger.db'}")
     with engine.connect() as conn:
@@ -127,18 +116,22 @@ def test_sender_body_and_call_back_contract(tmp_path: Path, file_server: tuple[s
     base, root = file_server
     (root / "a.jpg").write_bytes(b"jpeg-a")
     port = free_port()
+    push = f"http://127.0.0.1:{port}{PUSH}"
     serve_cfg, _ = configs(tmp_path, port, receiver)
     proc = start_serve(tmp_path, serve_cfg)
     try:
         picture = {"photoUrl": f"{base}/a.jpg", "callTime": "2025-10-01 08:00:00",
                    "cameraCode": "CAM01", "extra": "ignored"}
-        assert post(port, picture) == (200, "success")
-        assert post(port, picture) == (200, "success")  # the same call again: same picture
-        assert post(port, [dict(picture, cameraCode="CAM02"),
-                           dict(picture, cameraCode="CAM03")]) == (200, "success")
-        status, text = post(port, {"photoUrl": "file:///etc/passwd"})
+        assert call_json(push, "POST", picture, text=True) == (200, "success")
+        # the same call again: same picture
+        assert call_json(push, "POST", picture, text=True) == (200, "success")
+        assert call_json(push, "POST", [dict(picture, cameraCode="CAM02"),
+                                        dict(picture, cameraCode="CAM03")],
+                         text=True) == (200, "success")
+        status, text = call_json(push, "POST", {"photoUrl": "file:///etc/passwd"}, text=True)
         assert status == 400 and "photoUrl" in text
-        status, text = post(port, {"photoUrl": f"{base}/a.jpg", "cameraCode": ["x"]})
+        status, text = call_json(push, "POST", {"photoUrl": f"{base}/a.jpg", "cameraCode": ["x"]},
+                                 text=True)
         assert status == 400 and "cameraCode" in text
         rows = ledger_rows(tmp_path)
         assert sorted(int(r[0]) for r in rows) == [1, 2, 3]
@@ -164,6 +157,7 @@ def test_1000_pictures_from_4_senders_while_serve_is_killed(
     for n in range(1000):
         (root / f"p{n}.jpg").write_bytes(os.urandom(64) + str(n).encode())
     port = free_port()
+    push = f"http://127.0.0.1:{port}{PUSH}"
     serve_cfg, client_cfg = configs(tmp_path, port, receiver)
     acknowledged: dict[int, int] = {}  # picture number -> acknowledgements
     lock = threading.Lock()
@@ -176,7 +170,7 @@ def test_1000_pictures_from_4_senders_while_serve_is_killed(
             deadline = time.monotonic() + 300
             while time.monotonic() < deadline:  # the sender retries until told success
                 try:
-                    if post(port, body) == (200, "success"):
+                    if call_json(push, "POST", body, text=True) == (200, "success"):
                         with lock:
                             acknowledged[n] = acknowledged.get(n, 0) + 1
                         break
@@ -230,6 +224,7 @@ def test_a_pushed_picture_is_fetched_without_waiting_for_the_poll(
     base, root = file_server
     (root / "late.jpg").write_bytes(b"late picture")
     port = free_port()
+    push = f"http://127.0.0.1:{port}{PUSH}"
     serve_cfg, client_cfg = configs(tmp_path, port, receiver, process_command=None,
                                     callback_url=None)
     proc = start_serve(tmp_path, serve_cfg)
@@ -239,8 +234,9 @@ def test_a_pushed_picture_is_fetched_without_waiting_for_the_poll(
     try:
         wakeup = tmp_path / "state" / "pictures" / "wake.sock"
         wait_until(wakeup.exists, "pictures run to listen for wake-ups")
-        assert post(port, {"photoUrl": f"{base}/late.jpg", "callTime": "2025-10-01 09:00:00",
-                           "cameraCode": "CAM9"}) == (200, "success")
+        assert call_json(push, "POST", {"photoUrl": f"{base}/late.jpg",
+                                        "callTime": "2025-10-01 09:00:00", "cameraCode": "CAM9"},
+                         text=True) == (200, "success")
         target = tmp_path / "mirror" / "_urls" / "127.0.0.1" / "late.jpg"
         wait_until(target.exists, "the pushed picture in the mirror", timeout=120)
         assert target.read_bytes() == b"late picture"

@@ -12,8 +12,7 @@ import re
 import shutil
 import socket
 import subprocess
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -156,19 +155,6 @@ def start_sync(env: Env, *args: str, retries: int = 3, **popen: Any) -> subproce
     popen.setdefault("stdout", subprocess.DEVNULL)
     popen.setdefault("stderr", subprocess.DEVNULL)
     return subprocess.Popen(argv, env=clean_env(), text=True, **popen)
-
-
-def wait_for(cond: Callable[[], bool], what: str, proc: subprocess.Popen[str],
-             timeout: float = 15) -> None:
-    deadline = time.monotonic() + timeout
-    while not cond():
-        if proc.poll() is not None:
-            pytest.fail(f"sync ended (exit {proc.returncode}) before {what}")
-        if time.monotonic() > deadline:
-            proc.kill()
-            proc.wait()
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 def part_size(env: Env) -> int:

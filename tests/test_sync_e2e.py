@@ -12,7 +12,15 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.helpers import Hub, client_config, run_cli, tree_bytes, write_yaml
+from tests.helpers import (
+    Hub,
+    client_config,
+    http_answers,
+    run_cli,
+    tree_bytes,
+    wait_until,
+    write_yaml,
+)
 
 
 def _sync(cfg: Path, *args: str, expect: int = 0) -> dict:
@@ -201,15 +209,8 @@ class _StaticServer:
             self.port = sock.getsockname()[1]
         self.proc = subprocess.Popen([sys.executable, "-c", self.CODE, str(root),
                                       str(self.port)])
-        deadline = time.monotonic() + 15
-        while True:
-            try:
-                requests.get(f"{self.url}/health", timeout=1)
-                return
-            except requests.ConnectionError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
+        wait_until(lambda: http_answers(f"{self.url}/health", timeout=1),
+                   "the static server to answer", timeout=15)
 
     @property
     def url(self) -> str:

@@ -72,6 +72,8 @@ def host_name(configured: str | None) -> str:
 def report_url(loaded: Any) -> str | None:
     cfg = loaded.config
     base = cfg.fleet.report_url or cfg.hub.url
+    if base and base.startswith("s3://"):  # a bucket as the hub has no report route
+        return None
     return f"{base.rstrip('/')}{ROUTE}" if base else None
 
 
@@ -87,8 +89,9 @@ class Delivery:
     post: Callable[..., Any] | None = None  # injectable for tests; default requests
     gone: bool = False  # the hub answered 404: not asked again in this process
 
-    def send(self, document: Mapping[str, Any]) -> bool:
-        """Deliver ``document`` (and what the outbox holds); False when kept for later."""
+    def send(self, document: Mapping[str, Any], quiet: bool = False) -> bool:
+        """Deliver ``document`` (and what the outbox holds); False when kept for later.
+        ``quiet``: the run failed and said so already; a report kept is logged at debug."""
         if self.gone:
             return False
         waiting = read_json(self.outbox, [])
@@ -108,9 +111,10 @@ class Delivery:
         left = pending[sent:]
         self._keep(left[-self.outbox_max:])
         if left:
-            log.warning("fleet report not delivered to %s (%s); kept (%d waiting)",
-                        self.url.split("?")[0], "unreachable" if status is None
-                        else f"HTTP {status}", len(left))
+            say = log.debug if quiet else log.warning
+            say("fleet report not delivered to %s (%s); kept (%d waiting)",
+                self.url.split("?")[0], "unreachable" if status is None else f"HTTP {status}",
+                len(left))
         return not left
 
     def _keep(self, docs: list[dict[str, Any]]) -> None:
@@ -215,8 +219,9 @@ def finish_run(loaded: Any, run: RunRecord, metrics_file: Path | None = None) ->
         except OSError as exc:
             log.warning("cannot write the metrics file %s: %s", path, exc)
     delivery = delivery_for(loaded)
-    if delivery is not None:
-        delivery.send(run.document(host_name(loaded.config.fleet.host)))
+    if delivery is not None:  # a failed run said so in its own line: no second one
+        delivery.send(run.document(host_name(loaded.config.fleet.host)),
+                      quiet=run.exit_code != 0)
 
 
 @dataclass
