@@ -40,7 +40,7 @@ def test_env_override_nested_and_list_index(tmp_path: Path) -> None:
         ({"hub": {"url": "http://x", "timeot": 5}}, "hub.timeot: unknown key"),
         ({"hub": {"timeout": "soon"}}, "hub.timeout: Input should be a valid number"),
         ({"datasets": [{"name": "a"}]}, "datasets.0.local_dir: required key is missing"),
-        ({"hub": {"url": "ftp://x"}}, "hub.url: must start with http:// or https://"),
+        ({"hub": {"url": "ftp://x"}}, "hub.url: must start with http://, https:// or s3://"),
         ({"pictures_typo": {}}, "pictures_typo: unknown key"),
     ],
 )

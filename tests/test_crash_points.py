@@ -16,7 +16,8 @@ from tests.crashkit import declared_points, point_name
 CRASH_TEST_MODULES = ["tests.test_install_crash", "tests.test_delta", "tests.test_resume",
                       "tests.test_logs_client", "tests.test_pictures_client",
                       "tests.test_pictures_pipeline", "tests.test_batch",
-                      "tests.test_hub_crash", "tests.test_pictures_sender"]
+                      "tests.test_hub_crash", "tests.test_pictures_sender",
+                      "tests.test_s3"]
 
 
 def killed_points() -> set[str]:

@@ -145,31 +145,63 @@ def rollback(app: AppContext, name: str) -> int:
 
 
 @datasets.command(epilog=EXIT_STATUS_HELP)
-@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path),
-              help="Directory to write the static tree into")
+@click.option("--out", type=click.Path(file_okay=False, path_type=Path),
+              help="Directory to write the static tree into (with --to: the local copy; "
+                   "default under the state directory)")
+@click.option("--to", "to", metavar="s3://BUCKET/PREFIX",
+              help="Also upload the tree to S3-compatible storage (the s3 config section "
+                   "or the AWS_* variables say where and with which credentials)")
 @click.option("--data-root", type=click.Path(file_okay=False, path_type=Path),
               help="Directory whose sub-directories are the datasets (serve.data_root)")
 @click.option("--force", is_flag=True, help="Build a new package for every changed dataset")
 @json_option
 @click.pass_obj
 @run_command
-def publish(app: AppContext, out: Path, data_root: Path | None, force: bool) -> int:
+def publish(app: AppContext, out: Path | None, to: str | None, data_root: Path | None,
+            force: bool) -> int:
     """Write a static tree (health, api/datasets, package/NAME.zip) for nginx or a CDN.
 
     `datasets sync` works against such a tree unchanged: point hub.url at
-    wherever it is served.
+    wherever it is served, or at the s3:// URL given to --to. With --to the
+    objects go up first and the catalog last, so readers see the previous
+    version until the new one is complete; unchanged objects are not sent again.
     """
+    from datahubsync.core.errors import UsageError
     from datahubsync.core.locking import hold_lock
-    from datahubsync.datasets.publish import publish as do_publish
 
     loaded = app.config()
     if data_root is not None:
         loaded.config.serve.data_root = data_root.resolve()
-    with hold_lock(out / ".publish.lock"):
-        result = do_publish(loaded, out, force)
-    app.emit({"message_type": "publish", "out": str(result.out), "datasets": result.datasets,
-              "decisions": result.built},
-             lambda: "\n".join(f"{d['name']}: {show_time(d['last_updated'])} "
-                               f"({d['package_size']} bytes)"
-                               f" — {result.built.get(d['name'], '')}" for d in result.datasets))
+    if out is None and to is None:
+        raise UsageError("give --out DIR (a static tree) and/or --to s3://BUCKET/PREFIX")
+    if to is None:
+        from datahubsync.datasets.publish import publish as do_publish
+
+        assert out is not None
+        with hold_lock(out / ".publish.lock"):
+            result = do_publish(loaded, out, force)
+        upload = None
+    else:
+        from datahubsync.datasets.s3publish import publish_to_s3, staging_dir
+
+        if not to.startswith("s3://"):
+            raise UsageError(f"--to {to}: expected s3://BUCKET/PREFIX")
+        out = out if out is not None else staging_dir(loaded, to)
+        with hold_lock(out / ".publish.lock"):
+            result, upload = publish_to_s3(loaded, to, out, force)
+    document: dict[str, Any] = {"message_type": "publish", "out": str(result.out),
+                                "datasets": result.datasets, "decisions": result.built}
+    if upload is not None:
+        document["upload"] = asdict(upload)
+
+    def text() -> str:
+        lines = [f"{d['name']}: {show_time(d['last_updated'])} ({d['package_size']} bytes)"
+                 f" — {result.built.get(d['name'], '')}" for d in result.datasets]
+        if upload is not None:
+            lines.append(f"{upload.to}: {len(upload.uploaded)} uploaded "
+                         f"({upload.bytes_uploaded} bytes), {len(upload.copied)} copied, "
+                         f"{len(upload.unchanged)} unchanged, {len(upload.deleted)} removed")
+        return "\n".join(lines)
+
+    app.emit(document, text)
     return 0

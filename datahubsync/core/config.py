@@ -54,6 +54,34 @@ class HubConfig(_Section):
     @field_validator("url")
     @classmethod
     def _url_scheme(cls, value: str | None) -> str | None:
+        if value is not None and value.startswith("s3://"):
+            from datahubsync.core.s3url import parse_s3_url
+
+            bucket, prefix = parse_s3_url(value)  # ValueError says what is wrong
+            return f"s3://{bucket}/{prefix}".rstrip("/")
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http://, https:// or s3://")
+        return value.rstrip("/") if value else value
+
+
+class S3Config(_Section):
+    """S3-compatible object storage: ``hub.url: s3://...`` and ``datasets publish --to``.
+
+    Unset keys are taken from the AWS variables (AWS_ENDPOINT_URL_S3 /
+    AWS_ENDPOINT_URL, AWS_REGION / AWS_DEFAULT_REGION, AWS_ACCESS_KEY_ID with
+    AWS_SECRET_ACCESS_KEY and AWS_SESSION_TOKEN); without an endpoint, AWS itself.
+    """
+
+    endpoint_url: str | None = None  # e.g. http://127.0.0.1:8333 (SeaweedFS, MinIO, Ceph)
+    region: str | None = Field(None, pattern=r"^[a-z0-9-]{1,40}$")  # None: env, else us-east-1
+    access_key_id: str | None = None  # None: AWS_ACCESS_KEY_ID (the whole set from the env)
+    secret_access_key: str | None = None  # secret: DATAHUBSYNC_S3__SECRET_ACCESS_KEY
+    session_token: str | None = None  # secret, temporary credentials only
+    addressing_style: Literal["auto", "path", "virtual"] = "auto"  # auto: virtual on AWS
+
+    @field_validator("endpoint_url")
+    @classmethod
+    def _endpoint(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith(("http://", "https://")):
             raise ValueError("must start with http:// or https://")
         return value.rstrip("/") if value else value
@@ -499,6 +527,7 @@ class Config(_Section):
 
     state_dir: Path | None = None
     hub: HubConfig = Field(default_factory=HubConfig)
+    s3: S3Config = Field(default_factory=S3Config)
     datasets: list[DatasetConfig] = Field(default_factory=list)
     sync: SyncConfig = Field(default_factory=SyncConfig)
     serve: ServeConfig = Field(default_factory=ServeConfig)
@@ -598,6 +627,9 @@ def _apply_overrides(
     return data, applied
 
 
+_SECRET_WORDS = ("secret", "token", "password", "api_key")
+
+
 def _describe(error: Mapping[str, Any]) -> str:
     kind = error.get("type", "")
     if kind == "extra_forbidden":
@@ -607,6 +639,9 @@ def _describe(error: Mapping[str, Any]) -> str:
     message = str(error.get("msg", "invalid value"))
     message = message.removeprefix("Value error, ")
     value = error.get("input")
+    where = ".".join(str(part) for part in error.get("loc") or ())
+    if any(word in where for word in _SECRET_WORDS):
+        return message  # never echo what may be a secret
     if not isinstance(value, (dict, list)) and kind != "missing":
         message += f" (got {value!r})"
     return message

@@ -37,8 +37,9 @@ class Metrics:
     """This process's metrics; :meth:`render` gives the whole service's in text format."""
 
     def __init__(self) -> None:
-        from prometheus_client import CollectorRegistry
+        from prometheus_client import CollectorRegistry, disable_created_metrics
 
+        disable_created_metrics()  # *_created series: noise for counters that live with serve
         self.multiprocess_dir = os.environ.get(ENV) or None
         self.registry = CollectorRegistry(auto_describe=True)
         self._lock = threading.Lock()
@@ -49,7 +50,7 @@ class Metrics:
         """Declare a metric: its kind (counter, gauge) and help text."""
         self._meta[name] = (kind, help_text)
 
-    def _metric(self, name: str, labels: tuple[str, ...]) -> Any:
+    def _metric(self, name: str, labels: tuple[str, ...], kind: str = "counter") -> Any:
         made = self._made.get(name)
         if made is not None:
             return made
@@ -58,7 +59,7 @@ class Metrics:
         with self._lock:
             made = self._made.get(name)
             if made is None:
-                kind, help_text = self._meta.get(name, ("counter", name))
+                kind, help_text = self._meta.get(name, (kind, name))
                 if kind == "gauge":
                     made = Gauge(name, help_text, labels, registry=self.registry,
                                  multiprocess_mode="max")
@@ -72,7 +73,7 @@ class Metrics:
         (metric.labels(**labels) if labels else metric).inc(amount)
 
     def set(self, name: str, value: float, **labels: str) -> None:
-        metric = self._metric(name, tuple(sorted(labels)))
+        metric = self._metric(name, tuple(sorted(labels)), "gauge")
         (metric.labels(**labels) if labels else metric).set(value)
 
     def render(self) -> str:

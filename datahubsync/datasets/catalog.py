@@ -9,7 +9,8 @@ dataset with one clear line and the others still sync. The contract:
   ``file_count``, ``total_size``, ``package_size`` (int >= 0),
   ``package_ready`` (bool); ours adds ``sha256`` (64 hex), ``etag``,
   ``version`` (``YYYYmmdd_HHMMSS``-like token), ``manifest`` and ``deltas``
-  (paths relative to the hub, each delta ``{from, path, size, sha256}``).
+  (paths relative to the hub, each delta ``{from, path, size, sha256}``); a static
+  tree adds ``package``, the path of that version's own package.
 - A ``last_updated`` more than ``max_future`` ahead of our clock is refused:
   recorded, it would make every later real version look older.
 """
@@ -70,6 +71,8 @@ def entry_problem(entry: Mapping[str, Any], tz: dt.tzinfo, now: dt.datetime,
         return "version: expected a short token of letters, digits, '_', '.', '-'"
     if entry.get("manifest") is not None and not _relative_path(entry["manifest"]):
         return "manifest: expected a path relative to the hub"
+    if entry.get("package") is not None and not _relative_path(entry["package"]):
+        return "package: expected a path relative to the hub"
     deltas = entry.get("deltas")
     if deltas is not None:
         if not isinstance(deltas, list) or len(deltas) > 1000:

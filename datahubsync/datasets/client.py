@@ -24,13 +24,14 @@ from datahubsync.core.errors import (
     UsageError,
 )
 from datahubsync.core.fsutil import free_bytes
-from datahubsync.core.http import NotJson, RetryPolicy, describe_error, get_json, make_session
+from datahubsync.core.http import NotJson, RetryPolicy, describe_error, get_json
 from datahubsync.core.locking import hold_lock
 from datahubsync.core.progress import NullProgress, Progress
 from datahubsync.core.timeutil import parse_hub_time, zone
 from datahubsync.datasets.archive import ExtractLimits
 from datahubsync.datasets.catalog import entry_problem
 from datahubsync.datasets.download import PackageChanged, RemotePackage, discard_part, download
+from datahubsync.datasets.hubaccess import hub_access
 from datahubsync.datasets.install import InstallRequest, install, recover
 from datahubsync.datasets.state import ClientState, InstalledVersion
 
@@ -80,7 +81,7 @@ def hub_catalog(loaded: LoadedConfig, session: requests.Session,
     hub = loaded.config.hub
     if not hub.url:
         raise ConfigError(f"{loaded.source or '<defaults>'}: hub.url: required to sync")
-    url = f"{hub.url}/api/datasets"
+    url = hub_access(loaded).url("api/datasets")
     try:
         document = get_json(session, url, (hub.connect_timeout, hub.timeout), policy)
     except requests.HTTPError as exc:
@@ -155,7 +156,7 @@ def sync(loaded: LoadedConfig, opts: SyncOptions) -> list[DatasetResult]:
     with hold_lock(state.state_dir / "datasets.lock", loaded.config.sync.lock_wait):
         for ds in datasets:
             recover(state, ds.name)
-        with make_session() as session:
+        with hub_access(loaded).session() as session:
             catalog = hub_catalog(loaded, session, policy)
             return [_sync_one(loaded, state, session, catalog, ds, opts, policy, deadline)
                     for ds in datasets]
@@ -285,7 +286,7 @@ def _install_full(loaded: LoadedConfig, state: ClientState, session: requests.Se
     size = entry.get("package_size")
     size = int(size) if isinstance(size, int) and size > 0 else None
     remote = RemotePackage(
-        name=ds.name, url=f"{hub.url}/package/{ds.name}.zip", size=size,
+        name=ds.name, url=hub_access(loaded).url(package_path(entry, ds.name)), size=size,
         sha256=entry.get("sha256") or None, etag=entry.get("etag") or None,
         last_updated=entry.get("last_updated"),
     )
@@ -320,6 +321,13 @@ def _install_full(loaded: LoadedConfig, state: ClientState, session: requests.Se
         raise
     discard_part(part)
     result.status, result.method = "installed", "full"
+
+
+def package_path(entry: dict[str, Any], name: str) -> str:
+    """Where the package is: the catalog's ``package`` (a static tree names each version's
+    own object, which a publish never overwrites), else the fixed ``package/NAME.zip``."""
+    path = entry.get("package")
+    return path if isinstance(path, str) and path else f"package/{name}.zip"
 
 
 def _announced(entry: dict[str, Any]) -> dict[str, int]:

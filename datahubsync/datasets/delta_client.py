@@ -24,6 +24,7 @@ from datahubsync.core.progress import Progress
 from datahubsync.datasets.archive import ExtractLimits
 from datahubsync.datasets.delta_apply import DeltaStats, LocalChanged, build_tree
 from datahubsync.datasets.download import RemotePackage, discard_part, download
+from datahubsync.datasets.hubaccess import hub_access
 from datahubsync.datasets.install import InstallRequest, install_tree
 from datahubsync.datasets.state import ClientState, InstalledVersion
 
@@ -40,12 +41,13 @@ def install_delta(loaded: LoadedConfig, state: ClientState, session: requests.Se
                   clock: Callable[[], float], result: Any) -> DeltaStats:
     """Install the hub's current version of ``ds`` from ``delta``; fills ``result``."""
     hub = loaded.config.hub
-    manifest = get_json(session, f"{hub.url}/{entry['manifest']}",
+    access = hub_access(loaded)
+    manifest = get_json(session, access.url(entry["manifest"]),
                         (hub.connect_timeout, hub.timeout), policy, max_bytes=256 << 20)
     if not isinstance(manifest, dict) or manifest.get("version") != entry.get("version") \
             or not isinstance(manifest.get("files"), list):
         raise IntegrityError(f"{ds.name}: the manifest is not of version {entry.get('version')}")
-    remote = RemotePackage(name=ds.name, url=f"{hub.url}/{delta['path']}",
+    remote = RemotePackage(name=ds.name, url=access.url(delta["path"]),
                            size=delta.get("size"), sha256=delta.get("sha256"), etag=None,
                            last_updated=entry.get("last_updated"))
     part = delta_part_path(state, ds.name)

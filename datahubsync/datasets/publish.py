@@ -6,7 +6,14 @@ It holds the same paths a hub serves (``health``, ``api/datasets``,
 unchanged.
 Packages are built into ``.store/`` and hard-linked into ``package/`` with a
 rename, and the catalog is written last: a reader never sees a catalog that
-names a package not yet in place.
+names a package not yet in place. Each version also has files of its own,
+``package/<name>/<version>.zip`` and ``manifest/<name>/<version>.json``, which
+the catalog names (``package``, ``manifest``): a publish never overwrites them,
+so a reader holding the previous catalog still finds that version whole (on
+object storage too, where ``datasets publish --to`` mirrors this tree). They
+are removed, after the new catalog is written, once the store no longer keeps
+that version (``serve.keep_packages``); the fixed ``package/<name>.zip`` stays
+for the existing clients.
 """
 
 from __future__ import annotations
@@ -18,12 +25,24 @@ from pathlib import Path
 from typing import Any
 
 from datahubsync.core.config import LoadedConfig
-from datahubsync.core.metrics import Metrics
 from datahubsync.core.statefile import write_bytes_atomic, write_json_atomic
 from datahubsync.core.timeutil import zone
 from datahubsync.datasets.hub import Builder, BuildSettings
 from datahubsync.datasets.routes_doc import datasets_document, delta_path
 from datahubsync.datasets.store import PackageStore
+
+
+class _NoMetrics:
+    """A publish is one process that serves no ``/metrics``: nothing to count into."""
+
+    def describe(self, *args: object, **labels: object) -> None:
+        pass
+
+    def inc(self, *args: object, **labels: object) -> None:
+        pass
+
+    def set(self, *args: object, **labels: object) -> None:
+        pass
 
 
 @dataclass(frozen=True)
@@ -55,27 +74,50 @@ def publish(loaded: LoadedConfig, out: Path, force: bool = False) -> PublishResu
         fresh_window=cfg.fresh_window, keep_deltas=cfg.keep_deltas,
         max_delta_share=cfg.max_delta_share, compress_codec=cfg.compress_codec,
     )
-    builder = Builder(settings, store, Metrics())
+    builder = Builder(settings, store, _NoMetrics())  # type: ignore[arg-type]
     decisions = builder.run_once(force=force)
     published = store.current()
     package_dir = out / "package"
     package_dir.mkdir(parents=True, exist_ok=True)
     for name, item in published.items():
+        version = item.record.version
+        _link_into(item.path, package_dir / name / f"{version}.zip")
         _link_into(item.path, package_dir / f"{name}.zip")
         if item.manifest is not None:
+            _link_into(item.manifest, out / "manifest" / name / f"{version}.json")
             _link_into(item.manifest, out / "manifest" / f"{name}.json")
-        wanted = set()
         for delta in item.deltas:
-            target = out / delta_path(name, delta)
-            _link_into(store.cache_dir / delta.file, target)
-            wanted.add(target.name)
-        for stale in (out / "delta" / name).glob("*.zip"):
-            if stale.name not in wanted:
-                stale.unlink()
+            _link_into(store.cache_dir / delta.file, out / delta_path(name, delta))
     document = datasets_document(builder.dataset_names(), published, tz)
     for entry in document["datasets"]:
         entry["etag"] = None  # a static server sends its own validator
+        name, version = entry["name"], entry["version"]
+        if version and name in published:
+            entry["package"] = f"package/{name}/{version}.zip"
+            if entry["manifest"]:
+                entry["manifest"] = f"manifest/{name}/{version}.json"
     write_bytes_atomic(out / "health", json.dumps({"status": "ok"}).encode() + b"\n")
     write_json_atomic(out / "api" / "datasets", document)
+    _prune_versions(out, store)
     return PublishResult(out, document["datasets"],
                          {n: d.reason for n, d in decisions.items()})
+
+
+def _prune_versions(out: Path, store: PackageStore) -> None:
+    """Remove the files of versions the store no longer keeps (after the catalog moved on,
+    so a reader of the previous catalog still finds its version; deltas go with the
+    version they lead to)."""
+    kept: dict[str, set[str]] = {}
+
+    def gone(dataset: str, version: str) -> bool:
+        if dataset not in kept:
+            kept[dataset] = {r.version for r in store.records(dataset)}
+        return version not in kept[dataset]
+
+    for kind, suffix in (("package", ".zip"), ("manifest", ".json"), ("delta", ".zip")):
+        for path in (out / kind).glob(f"*/*{suffix}"):
+            version = path.name[: -len(suffix)]
+            if kind == "delta":
+                version = version.rpartition("-")[2]
+            if not path.name.startswith(".") and gone(path.parent.name, version):
+                path.unlink(missing_ok=True)

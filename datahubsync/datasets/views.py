@@ -6,9 +6,10 @@ from __future__ import annotations
 from typing import Any
 
 from datahubsync.core.config import LoadedConfig
-from datahubsync.core.http import RetryPolicy, make_session
+from datahubsync.core.http import RetryPolicy
 from datahubsync.core.timeutil import zone
 from datahubsync.datasets.client import hub_catalog, needs_update
+from datahubsync.datasets.hubaccess import hub_access
 from datahubsync.datasets.state import ClientState
 
 
@@ -18,7 +19,7 @@ def list_view(loaded: LoadedConfig) -> list[dict[str, Any]]:
     local = ClientState(loaded.state_dir).last_sync()
     configured = {d.name for d in loaded.config.datasets}
     tz = zone(loaded.config.hub.timezone)
-    with make_session() as session:
+    with hub_access(loaded).session() as session:
         catalog = hub_catalog(loaded, session, RetryPolicy(attempts=loaded.config.hub.retries))
     rows = []
     for name in sorted(set(catalog) | configured):
