@@ -314,17 +314,18 @@ def test_publish_builds_with_the_configured_codec(tmp_path: Path, codec: str,
 @pytest.mark.parametrize("codec", CODECS)
 def test_hub_app_passes_the_configured_codec(tmp_path: Path, codec: str,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    from datahubsync.datasets import routes as hub_routes
     from datahubsync.server import app as app_module
 
     loaded = load_config(_hub_config(tmp_path, compress_codec=codec), {})
     settings: list[Any] = []
-    real = app_module.Builder
+    real = hub_routes.Builder
 
     def spy(s: Any, *args: Any, **kw: Any) -> Any:
         settings.append(s)
         return real(s, *args, **kw)
 
-    monkeypatch.setattr(app_module, "Builder", spy)
+    monkeypatch.setattr(hub_routes, "Builder", spy)
     app_module.create_app(loaded, build=False)
     assert [s.compress_codec for s in settings] == [codec]
 

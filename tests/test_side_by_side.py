@@ -149,3 +149,34 @@ def test_behind_one_nginx_front_both_instances_answer(tmp_path: Path,
     with psycopg.connect(pg_url) as conn:
         ids = [r[0] for r in conn.execute("SELECT task_id FROM pic_tasks").fetchall()]
     assert len(ids) == len(set(ids)) == 20
+
+
+def test_instances_starting_at_once_create_the_tables_once(pg_url: str) -> None:
+    """Concurrent CREATE TABLE IF NOT EXISTS of one table collide in PostgreSQL's catalog;
+    the stores take turns (found as a 500 on the first push to two fresh instances)."""
+    from datahubsync.core.reportstore import ReportStore
+    from datahubsync.logs.ingest_store import PgIngestStore
+    from datahubsync.pictures.ledger import Ledger
+
+    errors: list[BaseException] = []
+    for make in (lambda: Ledger(pg_url), lambda: ReportStore(pg_url),
+                 lambda: PgIngestStore(pg_url)):
+        with psycopg.connect(pg_url, autocommit=True) as conn:
+            for table in ("pic_tasks", "pic_files", "pic_cursor", "pic_meta", "pic_photo_ids",
+                          "fleet_reports", "fleet_alerts", "ip_records", "ingest_batches"):
+                conn.execute(f"DROP TABLE IF EXISTS {table} CASCADE")
+        barrier = threading.Barrier(6)
+
+        def start(factory: Any = make) -> None:
+            barrier.wait()
+            try:
+                factory().close()
+            except BaseException as exc:  # noqa: BLE001 - collected for the assert
+                errors.append(exc)
+
+        threads = [threading.Thread(target=start) for _ in range(6)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    assert errors == []

@@ -153,3 +153,20 @@ def contextlib_suppress() -> Any:
     import contextlib
 
     return contextlib.suppress(Exception)
+
+
+def create_tables(engine: Any, metadata: Any) -> None:
+    """``CREATE TABLE IF NOT EXISTS`` for ``metadata``, safe when several processes or hosts
+    start at once: on PostgreSQL concurrent creations of one table collide in its catalog
+    (a duplicate ``pg_type`` row), so they take turns under a transaction advisory lock."""
+    import sqlalchemy as sa
+
+    with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.execute(sa.text("SELECT pg_advisory_xact_lock(7364521098)"))
+        metadata.create_all(conn, checkfirst=True)
+
+
+def pg_create_lock(conn: Any) -> None:
+    """The same turn-taking for raw psycopg DDL (inside the caller's transaction)."""
+    conn.execute("SELECT pg_advisory_xact_lock(7364521098)")

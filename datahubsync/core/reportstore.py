@@ -16,7 +16,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from datahubsync.core.db import sqlalchemy_engine
+from datahubsync.core.db import create_tables, sqlalchemy_engine
 
 metadata = sa.MetaData()
 reports = sa.Table(
@@ -53,7 +53,7 @@ class ReportStore:
         self.retention = retention_days * 86400
         self.clock = clock
         self._inserts = 0
-        metadata.create_all(self.engine, checkfirst=True)
+        create_tables(self.engine, metadata)
 
     def close(self) -> None:
         self.engine.dispose()

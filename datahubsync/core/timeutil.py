@@ -74,3 +74,13 @@ def show_time(value: object, empty: str = "never") -> str:
 def show_value(value: object, empty: str = "-") -> str:
     """An empty value in human output: ``-``, never Python's ``None``."""
     return empty if value is None else str(value)
+
+
+def iso_time(value: object) -> str | None:
+    """The one way documents (``--json``, reports) carry a moment: ISO-8601 with the
+    offset, seconds precision, in this host's zone; from epoch seconds or an ISO string
+    (``+0000`` or ``+00:00``); None stays None."""
+    if value is None or value == "":
+        return None
+    shown = show_time(value, "")
+    return shown.replace(" ", "T", 1) if shown else None

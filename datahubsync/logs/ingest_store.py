@@ -14,7 +14,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from datahubsync.core.db import ThreadConnections, pg_connect, sqlite_connect
+from datahubsync.core.db import ThreadConnections, pg_connect, pg_create_lock, sqlite_connect
+from datahubsync.core.timeutil import iso_time
 
 COLUMNS = ("ip", "timestamp", "timestamp_source", "date", "log_hour", "botnet_type",
            "raw_line_prefix", "source_ip", "received_at")
@@ -96,7 +97,8 @@ class PgIngestStore:
         self._psycopg = psycopg
         self._conns = ThreadConnections(lambda: pg_connect(self.url),
                                         usable=lambda c: not (c.closed or c.broken))
-        with pg_connect(self.url, autocommit=True) as conn:
+        with pg_connect(self.url) as conn, conn.transaction():
+            pg_create_lock(conn)  # several serve instances may start at once
             conn.execute(
                 f"CREATE TABLE IF NOT EXISTS {self.records} (id bigserial PRIMARY KEY, "
                 "ip inet NOT NULL, timestamp text, timestamp_source text, date date, "
@@ -160,8 +162,7 @@ def _stats_doc(total: int, distinct: int, last: float | None, days: Sequence[Any
                kinds: Sequence[Any], batches: int) -> dict[str, Any]:
     return {
         "total_records": int(total), "distinct_ips": int(distinct), "batches": int(batches),
-        "last_received": time.strftime("%Y-%m-%dT%H:%M:%S%z", time.localtime(last))
-        if last else None,
+        "last_received": iso_time(last),
         "per_day": [{"date": d, "records": int(n), "distinct_ips": int(u)} for d, n, u in days],
         "per_botnet_type": {str(k): int(n) for k, n in kinds},
     }

@@ -198,7 +198,7 @@ class LogQueue:
         db.execute("INSERT INTO counters VALUES (?, 'uploaded', ?) ON CONFLICT(day, name) DO "
                    "UPDATE SET value = value + excluded.value", (day, len(batch)))
         db.execute("INSERT OR REPLACE INTO meta VALUES ('last_upload', ?)",
-                   (time.strftime("%Y-%m-%dT%H:%M:%S%z"),))
+                   (str(time.time()),))  # epoch seconds, as every state file keeps moments
         db.execute("INSERT OR REPLACE INTO meta VALUES ('upload_errors', '0')")
         db.execute("COMMIT")
         if self._depth is not None:

@@ -14,6 +14,7 @@ from typing import Any
 
 from datahubsync.core.config import LoadedConfig
 from datahubsync.core.errors import ConfigError
+from datahubsync.core.timeutil import iso_time
 from datahubsync.logs.background import BackgroundUpload
 from datahubsync.logs.queue import LogQueue
 from datahubsync.logs.reader import Counts, ReadSettings, new_tokens, read_file
@@ -114,7 +115,7 @@ def one_pass(loaded: LoadedConfig, queue: LogQueue, listing: Listing, uploader: 
             result.uploaded, result.batches = background.records, background.batches
     queue.recount()
     result.pending = queue.depth()
-    queue.set_meta("last_pass", time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+    queue.set_meta("last_pass", str(now()))
     return result
 
 
@@ -142,7 +143,8 @@ def status(loaded: LoadedConfig, queue: LogQueue) -> dict[str, Any]:
             "pending_bytes": pending_bytes, "upload_errors": errors,
             "queue_file_bytes": queue.size_bytes(), "cached_ips": queue.cached_ips(),
             "incomplete_files": sum(1 for f in files if not f.done),
-            "last_upload": queue.meta("last_upload"), "last_pass": queue.meta("last_pass"),
+            "last_upload": iso_time(queue.meta("last_upload")),
+            "last_pass": iso_time(queue.meta("last_pass")),
             "files": [{"path": f.path, "offset": f.offset, "done": f.done} for f in files]}
 
 

@@ -34,7 +34,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from datahubsync.core.crashpoint import CrashPoint
-from datahubsync.core.db import sqlalchemy_engine
+from datahubsync.core.db import create_tables, sqlalchemy_engine
 from datahubsync.core.dburl import redact
 
 TASKS_ADDED = CrashPoint("pictures.tasks_added", "new tasks and the source cursor committed")
@@ -162,7 +162,7 @@ class Ledger:
         self.clock = clock
         self.engine = sqlalchemy_engine(url, "full")
         try:
-            metadata.create_all(self.engine, checkfirst=True)
+            create_tables(self.engine, metadata)
         except sa.exc.SQLAlchemyError as exc:
             from datahubsync.core.errors import TempFailError
 

@@ -27,6 +27,7 @@ from typing import Any
 from datahubsync.core.config import LoadedConfig
 from datahubsync.core.errors import ConfigError, TempFailError
 from datahubsync.core.service import Pass
+from datahubsync.core.timeutil import iso_time
 from datahubsync.pictures.fetching import DownloadPass
 from datahubsync.pictures.ledger import Ledger, RetryRules, ledger_url
 from datahubsync.pictures.result import PassResult
@@ -205,9 +206,7 @@ def status(ledger: Ledger, limit: int) -> dict[str, Any]:
     cursor = ledger.cursor(CURSOR_NAME)
 
     def when(key: str) -> str | None:
-        value = ledger.get_meta(key)
-        return (dt.datetime.fromtimestamp(float(value)).astimezone().isoformat(timespec="seconds")
-                if value else None)
+        return iso_time(ledger.get_meta(key))
 
     return {"files": counts["files"], "tasks": counts["tasks"],
             "cursor": json.loads(cursor) if cursor else None,
