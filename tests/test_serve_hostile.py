@@ -215,3 +215,11 @@ def test_range_verdicts_found_by_fuzzing(header: str, expected: str) -> None:
     from datahubsync.core.httprange import verdict
 
     assert verdict(header, None, None) == expected
+
+
+def test_if_range_with_a_date_too_far_is_the_whole_file(hub: Hub) -> None:
+    """Found by fuzz/fuzz_range.py: email.utils raised OverflowError (a 500)."""
+    full = _get(hub, "/package/alpha.zip")[2]
+    status, _, body = _get(hub, "/package/alpha.zip", **{
+        "Range": "bytes=0-9", "If-Range": "Mon, 01 Dec 99999999999999999999 10:00:00 GMT"})
+    assert status == 200 and body == full

@@ -54,7 +54,7 @@ def _if_range_holds(value: str, etag: str | None) -> bool:
         return etag is not None and value == f'"{etag}"'
     try:
         return email.utils.parsedate_to_datetime(value) is not None
-    except (TypeError, ValueError, IndexError):
+    except (TypeError, ValueError, IndexError, OverflowError):  # a year of 10**20
         return False
 
 
