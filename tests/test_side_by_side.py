@@ -167,7 +167,7 @@ def test_instances_starting_at_once_create_the_tables_once(pg_url: str) -> None:
                 conn.execute(f"DROP TABLE IF EXISTS {table} CASCADE")
         barrier = threading.Barrier(6)
 
-        def start(factory: Any = make) -> None:
+        def start(factory: Any = make, barrier: threading.Barrier = barrier) -> None:
             barrier.wait()
             try:
                 factory().close()
