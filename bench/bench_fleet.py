@@ -120,7 +120,7 @@ def run_store(kind: str, seconds: float) -> dict:
 
 def server_side_render(hub: Hub, kind: str, version: str) -> float:
     """The view and the HTML for the stored 1 000 hosts, in process (median of 5)."""
-    from datahubsync.core.config import load_config
+    from datahubsync.features import load_config
     from datahubsync.fleet.page import fleet_page
     from datahubsync.fleet.routes import FleetService
 

@@ -13,8 +13,8 @@ import tempfile
 import atheris
 
 with atheris.instrument_imports():
-    from datahubsync.core.config import load_config
     from datahubsync.core.errors import ConfigError
+    from datahubsync.features import load_config
 
 WORK = tempfile.mkdtemp(prefix="dhs-fuzz-config-")
 PATH = os.path.join(WORK, "config.yaml")

@@ -15,7 +15,7 @@ import tempfile
 import atheris
 
 with atheris.instrument_imports():
-    from datahubsync.core.config import LegacyTcpConfig
+    from datahubsync.pictures.config import LegacyTcpConfig
     from datahubsync.pictures.legacy_tcp import LegacyTcpServer, Refused, base_name
     from datahubsync.pictures.paths import make_roots, map_path
 

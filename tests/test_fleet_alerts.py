@@ -12,9 +12,9 @@ from typing import Any
 
 import pytest
 
-from datahubsync.core.config import AlertsConfig
 from datahubsync.core.reportstore import ReportStore
 from datahubsync.fleet.alerts import evaluate
+from datahubsync.fleet.config import AlertsConfig
 from tests.helpers import Hub, free_port, run_cli, wait_until, write_yaml
 
 

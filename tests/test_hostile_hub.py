@@ -213,8 +213,8 @@ def test_a_trickling_hub_fails_the_minimum_rate_and_keeps_the_part(tmp_path: Pat
 def test_deadline_and_max_time_are_on_by_default(tmp_path: Path) -> None:
     import datetime as dt
 
-    from datahubsync.core.config import load_config
     from datahubsync.datasets.client import SyncOptions, seconds_left
+    from datahubsync.features import load_config
 
     cfg = client_config(tmp_path, "http://127.0.0.1:9", ["a"], hub={"timezone": "Asia/Shanghai"})
     loaded = load_config(cfg, environ={})

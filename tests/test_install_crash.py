@@ -25,12 +25,12 @@ from typing import Any
 import pytest
 
 import datahubsync.datasets.install as install_mod
-from datahubsync.core.config import load_config
 from datahubsync.core.crashpoint import ENV
 from datahubsync.datasets import client
 from datahubsync.datasets.archive import ExtractLimits
 from datahubsync.datasets.install import InstallRequest, install
 from datahubsync.datasets.state import ClientState, InstalledVersion
+from datahubsync.features import load_config
 from tests.crashkit import KILLED
 from tests.helpers import Hub, client_config, make_dataset, run_cli, tree_bytes
 from tests.legacy_hub import zip_tree

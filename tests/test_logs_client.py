@@ -397,7 +397,7 @@ def test_run_loop_notifies_systemd(tmp_path: Path, hub: Hub) -> None:
 def test_status_is_healthy_with_millions_of_addresses_already_sent(tmp_path: Path,
                                                                     hub: Hub) -> None:
     """The seen-set grows with every address ever sent; it is not "queue size"."""
-    from datahubsync.core.config import load_config
+    from datahubsync.features import load_config
     from datahubsync.logs.service import open_queue
 
     cfg = config(tmp_path, hub.url)

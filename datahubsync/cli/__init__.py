@@ -32,12 +32,14 @@ LOG_LEVELS = click.Choice(["debug", "info", "warning", "error"], case_sensitive=
               help="Config file (default /etc/datahubsync/config.yaml, then ./config.yaml)")
 @click.option("--log-level", type=LOG_LEVELS, help="Override logging.level from the config")
 @click.option("--json", "json_output", is_flag=True, help="Print results as JSON")
+@click.option("--json-lines", is_flag=True,
+              help="Print JSON, one object per line (progress, then the result)")
 @click.option("--metrics-file", type=click.Path(dir_okay=False),
               help="Write node_exporter textfile metrics of the run here (fleet.metrics_file)")
 @click.version_option(__version__, "--version", prog_name="datahubsync")
 @click.pass_context
 def cli(ctx: click.Context, config_path: str | None, log_level: str | None,
-        json_output: bool, metrics_file: str | None) -> None:
+        json_output: bool, json_lines: bool, metrics_file: str | None) -> None:
     """Keep a fleet of servers fed with data: datasets from a hub, and the hub itself.
 
     \b
@@ -46,8 +48,8 @@ def cli(ctx: click.Context, config_path: str | None, log_level: str | None,
       datahubsync serve                  # systemd service on the hub
       datahubsync doctor                 # what is wrong with this host's setup
     """
-    ctx.obj = AppContext(config_path, log_level.upper() if log_level else None, json_output,
-                         metrics_file)
+    ctx.obj = AppContext(config_path, log_level.upper() if log_level else None,
+                         json_output or json_lines, metrics_file, json_lines)
 
 
 @cli.command()

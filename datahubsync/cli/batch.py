@@ -40,9 +40,7 @@ def _exit_code(doc: dict[str, Any]) -> int:
 
 
 def _run_with_bar(app: AppContext, doc: dict[str, Any], action: Any) -> dict[str, Any]:
-    from datahubsync.core.progress import make_progress
-
-    bar = make_progress(app.json, counting=True)
+    bar = app.printer.progress(counting=True)
     bar.start(f"{doc['job']} {doc['start_date']}..{doc['end_date']}", doc["total"])
     bar.advance(doc["current"])
     seen = [doc["current"]]

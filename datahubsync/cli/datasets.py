@@ -36,14 +36,13 @@ def sync(app: AppContext, names: tuple[str, ...], force: bool, dry_run: bool,
     resume where they stopped; installs are atomic (the previous version is
     kept for `datasets rollback`).
     """
-    from datahubsync.core.progress import make_progress
     from datahubsync.datasets.client import SyncOptions
     from datahubsync.datasets.client import sync as run_sync
 
     loaded = app.config()
     results = run_sync(loaded, SyncOptions(names=names, force=force, dry_run=dry_run,
                                            max_time=max_time,
-                                           progress=make_progress(app.json)))
+                                           progress=app.printer.progress()))
     app.report("datasets", [_reported(r) for r in results],
                bytes_moved=sum(r.bytes_downloaded for r in results),
                items_failed=sum(r.failed for r in results))

@@ -9,7 +9,6 @@ is shown only at ``--log-level debug``.
 from __future__ import annotations
 
 import functools
-import json
 import logging
 import sys
 from collections.abc import Callable
@@ -20,7 +19,7 @@ import click
 
 from datahubsync.core.errors import DatahubsyncError, ExitCode
 from datahubsync.core.logsetup import setup_logging
-from datahubsync.core.textsafe import json_printable, printable
+from datahubsync.core.printer import Printer, make_printer
 
 if TYPE_CHECKING:  # pydantic is imported only by commands that load the config
     from pathlib import Path
@@ -41,6 +40,7 @@ class AppContext:
     log_level: str | None = None
     json: bool = False
     metrics_file: str | None = None
+    json_lines: bool = False  # --json-lines: one object per line, progress first
     run: RunRecord | None = None  # the report of this run, when the command makes one
     _loaded: LoadedConfig | None = field(default=None, repr=False)
 
@@ -55,30 +55,37 @@ class AppContext:
     def config(self) -> LoadedConfig:
         """Load and validate the config once; set up logging from it."""
         if self._loaded is None:
-            from datahubsync.core.config import load_config
+            from datahubsync.features import load_config
 
             self._loaded = load_config(self.config_path)
             cfg = self._loaded.config.logging
             setup_logging(self.log_level or cfg.level, cfg.file)
         return self._loaded
 
+    @property
+    def printer(self) -> Printer:
+        """Text, ``--json`` or ``--json-lines`` (``core.printer``), on today's streams."""
+        return make_printer(self.json, self.json_lines, sys.stdout, sys.stderr)
+
     def emit(self, document: Any, text: Callable[[], str]) -> None:
         """Print a result: the JSON document with ``--json``, else the text."""
-        if self.json:
-            click.echo(json_printable(json.dumps(document, indent=2, ensure_ascii=False,
-                                                 default=str)))
-        else:
-            click.echo(printable(text()))
+        self.printer.result(document, text)
 
 
 def json_option(func: F) -> F:
-    """``--json`` on a command (also accepted before the command name)."""
+    """``--json`` and ``--json-lines`` on a command (also accepted before its name)."""
 
-    def callback(ctx: click.Context, _param: click.Parameter, value: bool) -> bool:
-        if value:
-            ctx.find_object(AppContext).json = True  # type: ignore[union-attr]
+    def callback(ctx: click.Context, param: click.Parameter, value: bool) -> bool:
+        app = ctx.find_object(AppContext)
+        if value and app is not None:
+            app.json = True
+            app.json_lines = app.json_lines or param.name == "json_lines_flag"
         return value
 
+    func = click.option("--json-lines", "json_lines_flag", is_flag=True, expose_value=False,
+                        callback=callback,
+                        help="Print JSON, one object per line: progress of long work "
+                             '("message_type": "status"), then the result')(func)
     return click.option("--json", "json_flag", is_flag=True, expose_value=False,
                         callback=callback, help="Print results as JSON")(func)
 
@@ -190,11 +197,7 @@ def _fail(app: AppContext, message: str, code: ExitCode) -> int:
     """Print the error line (JSON on stderr with ``--json``); returns the exit code."""
     if app.run is not None:
         app.run.message = message
-    if app.json:
-        click.echo(json_printable(json.dumps({"message_type": "exit_error", "message": message,
-                                              "code": int(code)})), err=True)
-    else:
-        click.echo(f"datahubsync: error: {printable(message, keep_lines=False)}", err=True)
+    app.printer.error(message, code)
     return int(code)
 
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import requests
 
-from datahubsync.core.config import DatasetConfig, LoadedConfig
+from datahubsync.core.config import LoadedConfig
 from datahubsync.core.errors import (
     ConfigError,
     DatahubsyncError,
@@ -30,6 +30,7 @@ from datahubsync.core.progress import NullProgress, Progress
 from datahubsync.core.timeutil import parse_hub_time, zone
 from datahubsync.datasets.archive import ExtractLimits
 from datahubsync.datasets.catalog import entry_problem
+from datahubsync.datasets.config import DatasetConfig
 from datahubsync.datasets.download import PackageChanged, RemotePackage, discard_part, download
 from datahubsync.datasets.hubaccess import hub_access
 from datahubsync.datasets.install import InstallRequest, install, recover

@@ -17,11 +17,12 @@ from typing import Any
 
 import requests
 
-from datahubsync.core.config import DatasetConfig, LoadedConfig
+from datahubsync.core.config import LoadedConfig
 from datahubsync.core.errors import IntegrityError
 from datahubsync.core.http import RetryPolicy, get_json
 from datahubsync.core.progress import Progress
 from datahubsync.datasets.archive import ExtractLimits
+from datahubsync.datasets.config import DatasetConfig
 from datahubsync.datasets.delta_apply import DeltaStats, LocalChanged, build_tree
 from datahubsync.datasets.download import RemotePackage, discard_part, download
 from datahubsync.datasets.hubaccess import hub_access

@@ -11,6 +11,7 @@ import datetime as dt
 import hashlib
 import logging
 import os
+import threading
 import time
 import zipfile
 from collections.abc import Callable
@@ -65,15 +66,21 @@ class Builder:
     _refused: set[str] = field(default_factory=set)  # said once, not every pass
     warnings: dict[str, str] = field(default_factory=dict)  # standing problems, for /health
     _said: dict[str, float] = field(default_factory=dict)
+    _said_lock: threading.Lock = field(default_factory=threading.Lock)
 
     def _warn(self, key: str, message: str, every: float = 300.0) -> None:
         """Log a standing problem when it starts, then at most every ``every`` seconds
-        (the catalog is re-read every second in every worker)."""
-        now = self.clock()
-        if self.warnings.get(key) != message or now - self._said.get(key, -every) >= every:
+        (the catalog is re-read every second in every worker, and by the build thread
+        and a request at the same moment: the check and the note are one step)."""
+        with self._said_lock:
+            now = self.clock()
+            say = (self.warnings.get(key) != message
+                   or now - self._said.get(key, -every) >= every)
+            if say:
+                self._said[key] = now
+            self.warnings[key] = message
+        if say:
             log.warning("%s", message)
-            self._said[key] = now
-        self.warnings[key] = message
 
     def dataset_names(self) -> list[str]:
         """Configured names, or the visible sub-directories of data_root."""

@@ -39,7 +39,8 @@ from typing import IO, Any
 
 from aiohttp import web
 
-from datahubsync.core.config import LegacyTcpConfig, LoadedConfig
+from datahubsync.core.config import LoadedConfig
+from datahubsync.pictures.config import LegacyTcpConfig
 from datahubsync.pictures.file_routes import SERVICE, PictureService
 from datahubsync.pictures.paths import Mapped, map_path, resolve_beneath
 
