@@ -120,9 +120,9 @@ def run_store(kind: str, seconds: float) -> dict:
 
 def server_side_render(hub: Hub, kind: str, version: str) -> float:
     """The view and the HTML for the stored 1 000 hosts, in process (median of 5)."""
-    from datahubsync.features import load_config
     from datahubsync.fleet.page import fleet_page
     from datahubsync.fleet.routes import FleetService
+    from datahubsync.schema import load_config
 
     loaded = load_config(hub.config, environ={})
     service = FleetService(loaded, lambda: {"stock-trading-data-pro": version}, lambda: [])

@@ -14,7 +14,7 @@ import atheris
 
 with atheris.instrument_imports():
     from datahubsync.core.errors import ConfigError
-    from datahubsync.features import load_config
+    from datahubsync.schema import load_config
 
 WORK = tempfile.mkdtemp(prefix="dhs-fuzz-config-")
 PATH = os.path.join(WORK, "config.yaml")

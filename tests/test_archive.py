@@ -13,6 +13,7 @@ import shutil
 import stat
 import struct
 import subprocess
+import threading
 import time
 import warnings
 import zipfile
@@ -314,3 +315,43 @@ def test_existing_symlink_in_dest_is_not_followed(tmp_path: Path) -> None:
     with pytest.raises(OSError):
         extract_safe(zip_path, dest)
     assert outside.read_bytes() == b"keep"
+
+
+def _many(tmp_path: Path, count: int = 40) -> tuple[Path, dict[str, bytes]]:
+    members = {f"d{n % 4}/f{n}.csv": _stock_csv(n, rows=50 + 37 * n) for n in range(count)}
+    return _make(tmp_path / "many.zip", list(members.items())), members
+
+
+def _tree(root: Path) -> dict[str, bytes]:
+    return {p.relative_to(root).as_posix(): p.read_bytes()
+            for p in root.rglob("*") if p.is_file()}
+
+
+@pytest.mark.parametrize("threads", [2, 3])
+def test_threads_extract_the_same_tree_with_every_byte_counted(tmp_path: Path,
+                                                               threads: int) -> None:
+    zip_path, members = _many(tmp_path)
+    seen: list[int] = []
+    writers: set[str] = set()
+
+    def progress(amount: int) -> None:
+        seen.append(amount)
+        writers.add(threading.current_thread().name)
+
+    stats = extract_safe(zip_path, _dest(tmp_path), progress=progress, threads=threads)
+    assert _tree(tmp_path / "dest") == members
+    assert stats == ExtractStats(files=len(members), bytes=sum(map(len, members.values())))
+    assert sum(seen) == stats.bytes
+    assert len(writers) == threads  # every thread wrote members, none was the caller's
+
+
+def test_a_corrupt_member_fails_a_threaded_extraction_once(tmp_path: Path) -> None:
+    zip_path, _members = _many(tmp_path)
+    with zipfile.ZipFile(zip_path) as zf:
+        zi = zf.getinfo("d1/f29.csv")
+    data = bytearray(zip_path.read_bytes())
+    name_len, extra_len = struct.unpack("<HH", data[zi.header_offset + 26:zi.header_offset + 30])
+    data[zi.header_offset + 30 + name_len + extra_len + zi.compress_size // 2] ^= 0xFF
+    zip_path.write_bytes(bytes(data))
+    with pytest.raises(IntegrityError, match="'d1/f29.csv'"):
+        extract_safe(zip_path, _dest(tmp_path), threads=2)

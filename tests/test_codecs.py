@@ -18,7 +18,7 @@ from datahubsync.core.errors import ConfigError, IntegrityError
 from datahubsync.datasets import archive, deflate, packager
 from datahubsync.datasets.archive import extract_safe
 from datahubsync.datasets.packager import build_zip, scan_dataset
-from datahubsync.features import load_config
+from datahubsync.schema import load_config
 from tests.helpers import make_dataset, tree_bytes, write_yaml
 
 UNZIP = "/usr/bin/unzip"

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from datahubsync.core.errors import ConfigError
-from datahubsync.features import load_config
+from datahubsync.schema import load_config
 from tests.helpers import run_cli, write_yaml
 
 
@@ -171,7 +171,7 @@ def _uncommented(text: str) -> str:
 def test_example_config_documents_every_key_and_loads() -> None:
     import yaml
 
-    from datahubsync.features import Config
+    from datahubsync.schema import Config
     from tests.helpers import ROOT
 
     example = ROOT / "config_client_example.yaml"
@@ -204,7 +204,7 @@ def test_example_values_are_the_true_defaults() -> None:
     except the few that show how a value looks (addresses, names, paths)."""
     import yaml
 
-    from datahubsync.features import Config
+    from datahubsync.schema import Config
     from tests.helpers import ROOT
 
     shown = {"hub.url", "hub.timezone", "datasets", "logging.file", "logging.level",

@@ -214,7 +214,7 @@ def test_deadline_and_max_time_are_on_by_default(tmp_path: Path) -> None:
     import datetime as dt
 
     from datahubsync.datasets.client import SyncOptions, seconds_left
-    from datahubsync.features import load_config
+    from datahubsync.schema import load_config
 
     cfg = client_config(tmp_path, "http://127.0.0.1:9", ["a"], hub={"timezone": "Asia/Shanghai"})
     loaded = load_config(cfg, environ={})

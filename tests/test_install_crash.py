@@ -30,7 +30,7 @@ from datahubsync.datasets import client
 from datahubsync.datasets.archive import ExtractLimits
 from datahubsync.datasets.install import InstallRequest, install
 from datahubsync.datasets.state import ClientState, InstalledVersion
-from datahubsync.features import load_config
+from datahubsync.schema import load_config
 from tests.crashkit import KILLED
 from tests.helpers import Hub, client_config, make_dataset, run_cli, tree_bytes
 from tests.legacy_hub import zip_tree

@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 
 from datahubsync.datasets import client
-from datahubsync.features import load_config
+from datahubsync.schema import load_config
 from tests.helpers import Result, client_config, make_dataset, run_cli, tree_bytes
 from tests.legacy_hub import LegacyHub, legacy_hub, zip_tree
 

@@ -397,8 +397,8 @@ def test_run_loop_notifies_systemd(tmp_path: Path, hub: Hub) -> None:
 def test_status_is_healthy_with_millions_of_addresses_already_sent(tmp_path: Path,
                                                                     hub: Hub) -> None:
     """The seen-set grows with every address ever sent; it is not "queue size"."""
-    from datahubsync.features import load_config
     from datahubsync.logs.service import open_queue
+    from datahubsync.schema import load_config
 
     cfg = config(tmp_path, hub.url)
     write_log(tmp_path / "sinkhole", "2025-12-09", 10, [line("8.8.8.8", hour=10)])

@@ -262,7 +262,7 @@ def test_large_packages_go_up_in_parts(tmp_path: Path, weed: Seaweed,
                                        monkeypatch: pytest.MonkeyPatch) -> None:
     """In-process, with the thresholds lowered: a multipart upload, then incremental."""
     import datahubsync.datasets.s3publish as s3publish
-    from datahubsync.features import load_config
+    from datahubsync.schema import load_config
 
     monkeypatch.setattr(s3publish, "MULTIPART_THRESHOLD", 5 * MIB)
     monkeypatch.setattr(s3publish, "PART_SIZE", 5 * MIB)

@@ -55,7 +55,7 @@ class AppContext:
     def config(self) -> LoadedConfig:
         """Load and validate the config once; set up logging from it."""
         if self._loaded is None:
-            from datahubsync.features import load_config
+            from datahubsync.schema import load_config
 
             self._loaded = load_config(self.config_path)
             cfg = self._loaded.config.logging

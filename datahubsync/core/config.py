@@ -37,7 +37,16 @@ def http_url(value: str | None, strip: bool = True) -> str | None:
 
 
 class Section(BaseModel):
+    """A config section: unknown keys are errors, defaults are validated too."""
+
     model_config = ConfigDict(extra="forbid", validate_default=True)
+
+
+# For classes that only serve as parts of a composed section (the features' keys of
+# serve: and fleet:, and core's own parts): their validators are never built alone,
+# only inside the class they are mixed into (which says defer_build=False again).
+PART = ConfigDict(extra="forbid", validate_default=True, defer_build=True)
+COMPOSED = ConfigDict(extra="forbid", validate_default=True, defer_build=False)
 
 
 class HubConfig(Section):
@@ -110,6 +119,8 @@ class LoggingConfig(Section):
 class ServeCore(Section):
     """``serve:``: the HTTP server itself (the features add their keys to the section)."""
 
+    model_config = PART
+
     host: str = "0.0.0.0"
     port: int = Field(8080, ge=0, le=65535)
     workers: int | None = Field(None, ge=1)  # None: one per core
@@ -135,6 +146,8 @@ class ReportingConfig(Section):
     """``fleet:`` keys of every client: the run report sent to the hub when a command
     ends, and the node_exporter textfile metrics (the hub's keys are the fleet feature's)."""
 
+    model_config = PART
+
     report: bool = True  # send a report to the hub when a run ends
     report_url: str | None = None  # null = hub.url (set it for hubs published as static files)
     token: str | None = None  # bearer for the report route, outside serve.trusted_networks
@@ -152,7 +165,9 @@ class ReportingConfig(Section):
 
 class CoreConfig(Section):
     """The sections core itself reads. The whole file's schema is this plus every
-    feature's sections, composed in ``datahubsync.features`` and passed to ``load_config``."""
+    feature's sections, composed in ``datahubsync.schema`` and passed to ``load_config``."""
+
+    model_config = PART
 
     state_dir: Path | None = None
     hub: HubConfig = Field(default_factory=HubConfig)
@@ -308,7 +323,7 @@ def load_config(
 ) -> LoadedConfig:
     """Find, parse, override and validate the configuration; ConfigError on any problem.
 
-    ``schema``: the whole file's model (``datahubsync.features.Config``; core alone
+    ``schema``: the whole file's model (``datahubsync.schema.Config``; core alone
     knows only its own sections); ``checks``: the features' path checks, each
     ``(config, state_dir) -> (key, why) | None``, run after core's own.
     """

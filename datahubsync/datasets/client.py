@@ -17,6 +17,7 @@ from typing import Any
 import requests
 
 from datahubsync.core.config import LoadedConfig
+from datahubsync.core.cpus import usable_cpus
 from datahubsync.core.errors import (
     ConfigError,
     DatahubsyncError,
@@ -311,7 +312,7 @@ def _install_full(loaded: LoadedConfig, state: ClientState, session: requests.Se
         limits=ExtractLimits(max_total_bytes=sync_cfg.max_total_bytes,
                              max_ratio=sync_cfg.max_ratio, **_announced(entry),
                              refuse_empty=_holds_files(ds.local_dir)),
-        fsync=sync_cfg.fsync,
+        fsync=sync_cfg.fsync, extract_threads=extract_threads(sync_cfg.extract_threads),
     )
     try:
         install(state, request)
@@ -346,6 +347,11 @@ def _holds_files(local_dir: Any) -> bool:
         return any(p.is_file() for p in local_dir.rglob("*"))
     except OSError:
         return False
+
+
+def extract_threads(configured: int | None) -> int:
+    """``sync.extract_threads``, or one per CPU this process may use (at most 4)."""
+    return configured if configured is not None else min(usable_cpus(), 4)
 
 
 def _check_space(part: Any, ds: DatasetConfig, package_size: int | None,

@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from datahubsync.core.config import Section, inside
+from datahubsync.core.config import PART, Section, inside
 
 
 class DatasetConfig(Section):
@@ -32,6 +32,8 @@ class SyncConfig(Section):
     max_total_bytes: int = Field(64 * 1024**3, gt=0)
     max_ratio: float = Field(200.0, gt=1)
     fsync: bool = True
+    # threads that inflate and write a package's files; None: one per CPU, at most 4
+    extract_threads: int | None = Field(None, ge=1, le=64)
     lock_wait: float = Field(0, ge=0)
     delta: bool = True  # use the hub's deltas when it offers one from the installed version
     delta_max_share: float = Field(0.5, gt=0, le=1)  # else download the full package
@@ -40,6 +42,8 @@ class SyncConfig(Section):
 
 class DatasetsServeKeys(Section):
     """``serve:`` keys of the hub's packages (data_root, the package cache, when to build)."""
+
+    model_config = PART
 
     data_root: Path = Path("data")
     datasets: list[str] | None = None

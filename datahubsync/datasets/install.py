@@ -54,6 +54,7 @@ class InstallRequest:
     version: InstalledVersion
     limits: ExtractLimits
     fsync: bool = True
+    extract_threads: int = 1  # see archive.extract_safe
     # hand the obsolete kept versions to ``fill`` (a delta recycles their files)
     # and delete what is left of them after it, instead of beside it
     reuse_obsolete: bool = False
@@ -86,7 +87,8 @@ def install(state: ClientState, req: InstallRequest,
     """Extract ``req.package`` and put it in place atomically; then record it."""
     install_tree(state, req,
                  lambda staging, _obsolete: extract_safe(req.package, staging, req.limits,
-                                                         progress=progress))
+                                                         progress=progress,
+                                                         threads=req.extract_threads))
 
 
 def install_tree(state: ClientState, req: InstallRequest,

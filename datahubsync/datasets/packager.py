@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from datahubsync.core.cpus import usable_cpus
 from datahubsync.datasets.deflate import DEFAULT_CODEC, compressor
 
 log = logging.getLogger(__name__)
@@ -235,7 +236,7 @@ def build_zip(root: Path, entries: Sequence[PackageEntry], dest: Path, *, level:
     ``_force_zip64`` writes every ZIP64 record/field; it exists so tests can
     exercise them without multi-GiB data.
     """
-    workers = max(1, threads or os.cpu_count() or 1)
+    workers = max(1, threads or usable_cpus())
     deflate = compressor(codec, level)
     pending: deque[tuple[PackageEntry, Future[_Member | None]]] = deque()
     todo: Iterator[PackageEntry] = iter(entries)

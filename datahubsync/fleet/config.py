@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from datahubsync.core.config import Section, check_networks, http_url
+from datahubsync.core.config import PART, Section, check_networks, http_url
 from datahubsync.core.db import check_store_url
 
 
@@ -55,6 +55,8 @@ class AlertsConfig(Section):
 
 class FleetHubKeys(Section):
     """``fleet:`` keys of the hub: its report store and its view of the fleet."""
+
+    model_config = PART
 
     store_url: str | None = None  # postgresql://...; null = SQLite in {state_dir}/serve
     retention_days: int = Field(30, ge=1)

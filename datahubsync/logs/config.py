@@ -9,7 +9,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator
 
-from datahubsync.core.config import Section, check_networks, http_url
+from datahubsync.core.config import PART, Section, check_networks, http_url
 from datahubsync.core.db import check_store_url
 
 
@@ -94,5 +94,7 @@ class LogsConfig(Section):
 
 class LogsServeKeys(Section):
     """``serve:`` keys of the IP ingest endpoint."""
+
+    model_config = PART
 
     logs_ingest: LogsIngestConfig = Field(default_factory=LogsIngestConfig)

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
-import os
 import pickle
 import re
 import signal
@@ -46,6 +45,7 @@ from dataclasses import dataclass, field
 from itertools import repeat
 from typing import Any, Protocol
 
+from datahubsync.core.cpus import usable_cpus
 from datahubsync.logs.cache import TwoGenerations
 from datahubsync.logs.parser import line_bounds, public_ip_value
 
@@ -363,18 +363,11 @@ class ChildScanner:
             worker.join()
 
 
-def cpus() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
-
-
 def open_scanner(tokens: TokenFilter, processes: int | None) -> Scanner:
     """``processes`` workers; None: one per CPU this process may use (at most
     MAX_AUTO_WORKERS), none on a single CPU. 0: scan in the reader's thread."""
     if processes is None:
-        processes = min(cpus(), MAX_AUTO_WORKERS) if cpus() >= 2 else 0
+        processes = min(usable_cpus(), MAX_AUTO_WORKERS) if usable_cpus() >= 2 else 0
     if processes <= 0:
         return InlineScanner(tokens)
     try:

@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
-from datahubsync.core.config import Section, http_url
+from datahubsync.core.config import PART, Section, http_url
 from datahubsync.core.db import check_store_url
 
 _SQL_NAME = r"^[A-Za-z_][A-Za-z0-9_$#]*(\.[A-Za-z_][A-Za-z0-9_$#]*)?$"
@@ -109,6 +109,8 @@ class LegacyTcpConfig(Section):
 
 class PicturesServeKeys(Section):
     """``serve:`` keys of ``/files``, the push API and the old TCP protocol."""
+
+    model_config = PART
 
     picture_roots: list[PictureRoot] = Field(default_factory=list)  # GET /files/...; [] = off
     picture_stale_after: float = Field(86400, gt=0)  # doctor warns: no picture sent for this long

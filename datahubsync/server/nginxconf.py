@@ -33,7 +33,7 @@ from datahubsync.core.statefile import write_bytes_atomic
 from datahubsync.pictures.paths import Root, make_roots, split_client_path
 
 if TYPE_CHECKING:
-    from datahubsync.features import ServeConfig
+    from datahubsync.schema import ServeConfig
 
 MAIN_FILE = "datahubsync.conf"
 TOKENS_FILE = "datahubsync-tokens.conf"

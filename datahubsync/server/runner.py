@@ -21,6 +21,7 @@ from pathlib import Path
 from aiohttp import web
 
 from datahubsync.core.config import LoadedConfig
+from datahubsync.core.cpus import usable_cpus
 from datahubsync.core.errors import UsageError
 from datahubsync.core.metrics import enable_multiprocess
 from datahubsync.core.sdnotify import notify
@@ -149,7 +150,7 @@ def _die_with_parent(parent: int) -> None:
 def run_server(loaded: LoadedConfig, port_file: Path | None = None) -> int:
     """Serve until SIGTERM/SIGINT; returns the exit code."""
     cfg = loaded.config.serve
-    workers = cfg.workers or os.cpu_count() or 1
+    workers = cfg.workers or usable_cpus()
     sock = _bind(cfg.host, cfg.port)
     legacy = _bind(cfg.legacy_tcp.host, cfg.legacy_tcp.port) if cfg.legacy_tcp else None
     enable_multiprocess(loaded.layout.metrics)  # before any metric exists, before the fork
