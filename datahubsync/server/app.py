@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -101,8 +101,30 @@ async def metrics_text(request: web.Request) -> web.Response:
 EXTRA_METRICS = web.AppKey("extra_metrics", list)
 
 
+def _flushing(metrics: Metrics) -> Callable[[web.Application], Any]:
+    """``cleanup_ctx``: flush the gathered metrics on a timer, and once at the end."""
+
+    async def flushing(_app: web.Application) -> AsyncIterator[None]:
+        async def timer() -> None:
+            while True:
+                await asyncio.sleep(METRICS_FLUSH_EVERY)
+                metrics.flush()
+
+        task = asyncio.create_task(timer())
+        yield
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        metrics.flush()
+
+    return flushing
+
+
+# serve's counters reach the shared files at most this often (core.metrics)
+METRICS_FLUSH_EVERY = 0.5
+
+
 def new_metrics() -> Metrics:
-    metrics = Metrics()
+    metrics = Metrics(flush_every=METRICS_FLUSH_EVERY)
     metrics.describe("datahubsync_http_requests_total", "counter", "HTTP requests by route/status")
     metrics.describe("datahubsync_http_request_seconds_total", "counter",
                      "Seconds spent in handlers by route")
@@ -124,6 +146,7 @@ def create_app(loaded: LoadedConfig, *, build: bool = True,
                           client_max_size=cfg.max_request_bytes)
     metrics = new_metrics()
     app[METRICS] = metrics
+    app.cleanup_ctx.append(_flushing(metrics))
     app.on_response_prepare.append(_count_bytes)
     app.on_response_prepare.append(_plain_server_header)
     app.router.add_get("/health", health)
