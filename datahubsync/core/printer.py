@@ -17,7 +17,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol, TextIO
 
-from datahubsync.core.progress import LogProgress, NullProgress, Progress, make_progress
+from datahubsync.core.progress import Progress, make_progress
 from datahubsync.core.textsafe import json_printable, printable
 
 # --json-lines: at most one status line per item this often (plus its start and end)
@@ -79,7 +79,7 @@ class JsonPrinter:
                                      "code": int(code)}, None))
 
     def progress(self, counting: bool = False) -> Progress:
-        return NullProgress() if counting else LogProgress()
+        return make_progress(True, counting)  # no bar: log lines, or nothing for counts
 
 
 class JsonLinesPrinter(JsonPrinter):

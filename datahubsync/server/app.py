@@ -101,6 +101,10 @@ async def metrics_text(request: web.Request) -> web.Response:
 EXTRA_METRICS = web.AppKey("extra_metrics", list)
 
 
+# serve's counters reach the shared files at most this often (core.metrics)
+METRICS_FLUSH_EVERY = 0.5
+
+
 def _flushing(metrics: Metrics) -> Callable[[web.Application], Any]:
     """``cleanup_ctx``: flush the gathered metrics on a timer, and once at the end."""
 
@@ -117,10 +121,6 @@ def _flushing(metrics: Metrics) -> Callable[[web.Application], Any]:
         metrics.flush()
 
     return flushing
-
-
-# serve's counters reach the shared files at most this often (core.metrics)
-METRICS_FLUSH_EVERY = 0.5
 
 
 def new_metrics() -> Metrics:
