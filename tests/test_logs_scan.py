@@ -175,6 +175,42 @@ def test_a_dead_worker_is_replaced_by_scanning_in_the_reader(
     assert f"scanning process {victim} is gone" in caplog.text
 
 
+def test_a_ctrl_c_inside_a_receive_gives_the_stream_up_instead_of_waiting_on_it() -> None:
+    """A KeyboardInterrupt that lands after a result's bytes were read (or half of them)
+    leaves the socket out of step: receiving from it again would wait forever for an
+    answer the worker never sends. The scanner gives that worker up and stops at once."""
+    import threading
+
+    rng = random.Random(5)
+    tokens = [f"{rng.randint(11, 99)}.1.2.{n}" for n in range(50)]
+    scanner = ChildScanner(new_tokens(_settings()), 2)
+    interrupted = scanner._workers[0]
+    real_recv = interrupted.conn.recv_bytes
+
+    def recv_then_interrupt() -> bytes:
+        real_recv()  # the result is consumed, then Ctrl-C
+        raise KeyboardInterrupt
+
+    interrupted.conn.recv_bytes = recv_then_interrupt  # type: ignore[method-assign]
+    items = iter([(chunk_of(rng, 200, tokens), 1), (chunk_of(rng, 200, tokens), 2)])
+    outcome: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            list(scanner.scans(items, 20431))
+        except BaseException as exc:  # noqa: BLE001 - the test reports it
+            outcome.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    thread.start()
+    wait_until(lambda: not thread.is_alive(), "the scan to stop after the Ctrl-C",
+               timeout=60, fail=False)
+    assert not thread.is_alive(), "the scanner waited on a stream that was out of step"
+    assert len(outcome) == 1 and isinstance(outcome[0], KeyboardInterrupt)
+    scanner.close()
+    assert not [w.proc.pid for w in scanner._workers if _alive(w.proc.pid)]
+
+
 def test_no_fork_means_scanning_in_the_reader(monkeypatch: pytest.MonkeyPatch,
                                                caplog: pytest.LogCaptureFixture) -> None:
     """fork refused (a process limit, no memory) for the second worker: the first is

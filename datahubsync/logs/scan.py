@@ -249,8 +249,10 @@ class InlineScanner:
 def _serve(conn: Any, readers: list[Any], tokens: TokenFilter) -> None:
     """The worker: a day number and a chunk in, its Scan out, until EOF."""
     # Ctrl-C reaches the whole process group: the reader stops the pass, and the workers
-    # then read EOF (a KeyboardInterrupt here would print a traceback per worker)
+    # then read EOF (a KeyboardInterrupt here would print a traceback per worker). SIGINT
+    # was blocked across the fork, so one that came before this line is dropped with it
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     for end in readers:  # the reader's ends (this worker's and earlier workers'): closed
         end.close()  # here, so that the reader's death is EOF for every worker at once
     while True:
@@ -275,7 +277,11 @@ class _Worker:
         readers = [self.conn, *(w.conn for w in earlier)]
         self.proc: Any = context.Process(target=_serve, args=(child, readers, tokens),
                                          name=f"dhs-logs-scan-{number}", daemon=True)
-        self.proc.start()
+        blocked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
+        try:  # a Ctrl-C now waits for the parent's unblock; the child ignores it
+            self.proc.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         child.close()
         self.alive = True
 
@@ -286,6 +292,9 @@ class _Worker:
                 self.conn.send_bytes(chunk)
             except OSError:
                 self._lost()
+            except BaseException:
+                self._abandon()
+                raise
 
     def receive(self) -> Scan | None:
         """The Scan of the chunk sent last; None if the worker is gone."""
@@ -295,7 +304,18 @@ class _Worker:
                 return scan
             except (EOFError, OSError):
                 self._lost()
+            except BaseException:
+                self._abandon()
+                raise
         return None
+
+    def _abandon(self) -> None:
+        """A Ctrl-C (or any exception) inside a send or a receive can leave half a
+        message on the socket: the worker would wait for the rest, and the reader's
+        next receive for an answer that never comes. The stream is given up instead:
+        closed, so the worker reads EOF (or fails writing) and exits."""
+        self.alive = False
+        self.conn.close()
 
     def _lost(self) -> None:
         log.warning("the scanning process %s is gone; its chunks are scanned in the reader",
