@@ -280,16 +280,18 @@ class KeepAlivePool:
         conn.sock.settimeout(self.timeout)  # connect with the short timeout, read with this
         return conn, False
 
-    def request(self, method: str, url: str, headers: dict[str, str]
+    def request(self, method: str, url: str, headers: dict[str, str], body: bytes | None = None
                 ) -> tuple[http.client.HTTPConnection, http.client.HTTPResponse]:
-        """Send a bodiless request; the response is the caller's to read (or discard)."""
+        """Send a request (a body only for requests that may be repeated: a connection the
+        server closed while idle is retried once); the response is the caller's to read
+        (or discard)."""
         parts = urlsplit(url)
         target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
         headers = {"User-Agent": self.user_agent, **headers}
         while True:
             conn, reused = self._connection(parts.scheme, parts.netloc)
             try:
-                conn.request(method, target, headers=headers)
+                conn.request(method, target, body=body, headers=headers)
                 return conn, conn.getresponse()
             except STALE:
                 conn.close()

@@ -15,12 +15,13 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from datahubsync.core.errors import ConfigError
 from datahubsync.pictures.ledger import FileRow, Ledger, Outcome, RetryRules
 from datahubsync.pictures.result import PassResult
-from datahubsync.pictures.transfer import Fetched, PathLocks, Transport, UnsafePath, local_path
+from datahubsync.pictures.transfer import PathLocks, Transport, UnsafePath, local_path
 
 log = logging.getLogger("datahubsync.pictures")
 RECORD_EVERY = 200  # outcomes per ledger transaction
@@ -55,29 +56,54 @@ class DownloadPass:
         self.cfg, self.ledger, self.rules = cfg, ledger, rules
         self.transport, self.path_locks = transport, path_locks
         self.heartbeat, self.clock = heartbeat, clock
-        self.low_water = cfg.workers * 4
-        self.page = max(256, cfg.workers * 64)
+        # rows a worker takes at once: a bundle's worth (http), one for legacy TCP
+        self.per_request = max(1, cfg.bundle_files) if cfg.transport == "http" else 1
+        self.low_water = cfg.workers * max(4, 2 * self.per_request)
+        self.page = max(256, cfg.workers * max(64, 4 * self.per_request))
 
-    def fetch(self, row: FileRow) -> tuple[Outcome, bool]:
-        """One transfer attempt (in a worker thread): the outcome, and whether it was skipped."""
-        try:
-            dest = local_path(self.cfg.local_root, row.remote)
-        except UnsafePath as exc:
-            return Outcome(row, "error", error=str(exc)), False
-        with self.path_locks.hold(dest):
-            got: Fetched = self.transport.fetch(row.remote, dest)
-        return Outcome(row, got.state, got.size, got.error), got.skipped
+    def fetch(self, rows: list[FileRow]) -> list[tuple[Outcome, bool]]:
+        """Transfer attempts (in a worker thread): each row's outcome, and whether it was
+        skipped. Rows naming one destination twice are fetched one after the other."""
+        done: list[tuple[Outcome, bool]] = []
+        batch: list[tuple[FileRow, Path]] = []
+        again: list[tuple[FileRow, Path]] = []
+        for row in rows:
+            try:
+                dest = local_path(self.cfg.local_root, row.remote)
+            except UnsafePath as exc:
+                done.append((Outcome(row, "error", error=str(exc)), False))
+                continue
+            (again if any(dest == d for _, d in batch) else batch).append((row, dest))
+        for group in ([batch] if batch else []) + [[item] for item in again]:
+            with self.path_locks.hold_all([dest for _, dest in group]):
+                fetched = self.transport.fetch_many([(row.remote, dest) for row, dest in group])
+            done += [(Outcome(row, got.state, got.size, got.error), got.skipped)
+                     for (row, _), got in zip(group, fetched, strict=True)]
+        return done
 
     def run(self, result: PassResult) -> None:
         jobs: queue.SimpleQueue[FileRow | None] = queue.SimpleQueue()
         results: queue.SimpleQueue[tuple[Outcome, bool]] = queue.SimpleQueue()
 
         def work() -> None:
-            while (row := jobs.get()) is not None:
+            last = False
+            while not last and (row := jobs.get()) is not None:
+                rows = [row]
+                while len(rows) < self.per_request:  # what is queued already, up to a bundle
+                    try:
+                        more = jobs.get_nowait()
+                    except queue.Empty:
+                        break
+                    if more is None:  # this thread's end: after these rows
+                        last = True
+                        break
+                    rows.append(more)
                 try:
-                    results.put(self.fetch(row))
-                except Exception as exc:  # noqa: BLE001 - a bug must not lose the row
-                    results.put((Outcome(row, "error", error=f"internal: {exc!r}"), False))
+                    for outcome in self.fetch(rows):
+                        results.put(outcome)
+                except Exception as exc:  # noqa: BLE001 - a bug must not lose the rows
+                    for lost in rows:
+                        results.put((Outcome(lost, "error", error=f"internal: {exc!r}"), False))
 
         threads = [threading.Thread(target=work, name=f"fetch-{i}", daemon=True)
                    for i in range(self.cfg.workers)]

@@ -30,9 +30,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import socket
-import stat
 import struct
 from collections.abc import AsyncIterator
 from typing import IO, Any
@@ -42,7 +40,7 @@ from aiohttp import web
 from datahubsync.core.config import LoadedConfig
 from datahubsync.pictures.config import LegacyTcpConfig
 from datahubsync.pictures.file_routes import SERVICE, PictureService
-from datahubsync.pictures.paths import Mapped, map_path, resolve_beneath
+from datahubsync.pictures.paths import map_path, open_beneath
 
 log = logging.getLogger(__name__)
 TRANSPORT = "legacy_tcp"
@@ -69,22 +67,6 @@ def response_header(name: str, size: int) -> bytes:
 
 def base_name(client_path: str) -> str:
     return client_path.replace("\\", "/").rstrip("/").rpartition("/")[2]
-
-
-def _open(mapped: Mapped) -> tuple[IO[bytes], int] | None:
-    """Open the confined file (blocking: run in a thread); None when it is not served."""
-    found = resolve_beneath(mapped.root.path, mapped.parts)
-    if found is None:
-        return None
-    try:
-        fd = os.open(found[0], os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
-    except OSError:
-        return None
-    st = os.fstat(fd)
-    if not stat.S_ISREG(st.st_mode):
-        os.close(fd)
-        return None
-    return os.fdopen(fd, "rb", buffering=0), st.st_size
 
 
 def _drop(writer: asyncio.StreamWriter) -> None:
@@ -150,7 +132,7 @@ class LegacyTcpServer:
         if mapped is None:
             raise Refused("refused")
         try:
-            opened = await asyncio.to_thread(_open, mapped)
+            opened = await asyncio.to_thread(open_beneath, mapped)
         except Exception:  # noqa: BLE001 - still the error frame, and a log line to find why
             log.exception("legacy TCP: cannot open a requested file")
             raise Refused("io_error") from None

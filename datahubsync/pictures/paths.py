@@ -36,6 +36,7 @@ import re
 import stat
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import IO
 
 MAX_PATH_CHARS = 4096
 MAX_SEGMENT_CHARS = 255
@@ -201,3 +202,20 @@ def resolve_beneath(root: str, parts: Sequence[str]) -> tuple[str, os.stat_resul
     if st is None or not done or not stat.S_ISREG(st.st_mode):
         return None
     return base + "/" + "/".join(done), st
+
+
+def open_beneath(mapped: Mapped) -> tuple[IO[bytes], int] | None:
+    """The confined file opened for reading (unbuffered) and its size; None when it is
+    not served. Blocking: a few ``lstat`` and an ``open``."""
+    found = resolve_beneath(mapped.root.path, mapped.parts)
+    if found is None:
+        return None
+    try:
+        fd = os.open(found[0], os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    except OSError:
+        return None
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        os.close(fd)
+        return None
+    return os.fdopen(fd, "rb", buffering=0), st.st_size

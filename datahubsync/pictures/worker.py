@@ -68,7 +68,7 @@ def make_transport(cfg: Any) -> Transport:
         raise ConfigError("pictures.server_url: required with transport: http "
                           "(e.g. http://picture-server:8080)")
     return HttpTransport(cfg.server_url, cfg.token, cfg.timeout, cfg.workers,
-                         max_bytes=cfg.max_picture_bytes)
+                         max_bytes=cfg.max_picture_bytes, bundle_files=cfg.bundle_files)
 
 
 def make_source(cfg: Any) -> SqlSource | None:

@@ -18,6 +18,7 @@ from datahubsync.datasets import routes as dataset_routes
 from datahubsync.datasets.routes_doc import current_versions, package_summary
 from datahubsync.fleet import routes as fleet_routes
 from datahubsync.logs import ingest as logs_ingest
+from datahubsync.pictures import bundle_route as picture_bundle
 from datahubsync.pictures import file_routes as picture_files
 from datahubsync.pictures import push_routes as picture_push
 
@@ -160,5 +161,6 @@ def create_app(loaded: LoadedConfig, *, build: bool = True,
     batch_routes.setup(app, loaded)
     logs_ingest.setup(app, loaded, metrics)
     picture_files.setup(app, loaded, metrics)
+    picture_bundle.setup(app, loaded)
     picture_push.setup(app, loaded, metrics)
     return app
