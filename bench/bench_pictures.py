@@ -83,6 +83,7 @@ HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 sys.path.insert(0, str(HERE))
 import bench_datasets as bd  # noqa: E402
+import bench_nginx as bng  # noqa: E402
 import bench_pictures_serve as bps  # noqa: E402
 from seed_protocol import local_path  # noqa: E402
 
@@ -298,25 +299,34 @@ def wait_health(port: int, timeout: float = 30) -> None:
         time.sleep(0.1)
 
 
-def run_ours(work: Path, dest: Path, root: Path, workers: int) -> Result:
-    """``datahubsync pictures once`` (http, ``workers``) against a fresh ``datahubsync serve``."""
-    result = Result(f"ours: pictures once, w={workers}")
-    swork = work / f"serve-{workers}"
+def run_ours(work: Path, dest: Path, root: Path, workers: int, front: bool = False,
+             bundle_files: int | None = None) -> Result:
+    """``datahubsync pictures once`` (http, ``workers``) against a fresh ``datahubsync serve``,
+    or (``front``) through nginx configured by ``serve nginx-config`` in front of it."""
+    label = f"w={workers}" + (" via nginx front" if front else "") + (
+        f", bundle_files={bundle_files}" if bundle_files is not None else "")
+    result = Result(f"ours: pictures once, {label}")
+    swork = work / f"serve-{workers}{'-front' if front else ''}"
     swork.mkdir(exist_ok=True)
     server, port = bps.start_ours(swork, root)
+    nginx = None
     try:
         wait_health(port)
+        if front:
+            nginx, port = bng.start_front(swork, port)
+            wait_health(port)
         config = swork / "client.yaml"
+        pictures = {"source": "sql", "database_url": f"sqlite:///{work / 'tasks.db'}",
+                    "table": TABLE, "transport": "http",
+                    "server_url": f"http://127.0.0.1:{port}", "token": bps.TOKEN,
+                    "workers": workers, "local_root": str(dest), "batch_size": 2000}
+        if bundle_files is not None:
+            pictures["bundle_files"] = bundle_files
         bd.write_yaml(config, json.dumps({
-            "state_dir": str(work / f"client-state-{workers}"),
-            "logging": {"level": "WARNING"},
-            "pictures": {"source": "sql", "database_url": f"sqlite:///{work / 'tasks.db'}",
-                         "table": TABLE, "transport": "http",
-                         "server_url": f"http://127.0.0.1:{port}", "token": bps.TOKEN,
-                         "workers": workers, "local_root": str(dest), "batch_size": 2000},
-        }, indent=2))
-        timed_client(result, f"ours w={workers}", [sys.executable, "-m", "datahubsync",
-                                                   "--config", str(config), "pictures", "once"],
+            "state_dir": str(work / f"client-state-{swork.name}"),
+            "logging": {"level": "WARNING"}, "pictures": pictures}, indent=2))
+        timed_client(result, f"ours {label}", [sys.executable, "-m", "datahubsync",
+                                               "--config", str(config), "pictures", "once"],
                      server.pid)
     except RuntimeError as exc:
         bd.log(str(exc))
@@ -324,6 +334,8 @@ def run_ours(work: Path, dest: Path, root: Path, workers: int) -> Result:
         result.status = f"not available (exit {code.group(1) if code else '?'}; stderr above)"
     finally:
         result.server_rss_kib = bps.peak_rss_kib(server.pid)
+        if nginx is not None:
+            stop(nginx, signal.SIGTERM)
         stop(server, signal.SIGTERM)
     return result
 
@@ -586,8 +598,12 @@ def main(argv: list[str] | None = None) -> int:
                     help="the seed's way fetches only K evenly spread files; time extrapolated")
     ap.add_argument("--workers", type=int, nargs="+", default=[8, 16],
                     help="pictures.workers of our runs (one run each)")
-    ap.add_argument("--methods", nargs="+", choices=["seed", "aria2c", "ours"],
-                    default=["seed", "aria2c", "ours"])
+    ap.add_argument("--methods", nargs="+", choices=["seed", "aria2c", "ours", "ours-front"],
+                    default=["seed", "aria2c", "ours"],
+                    help="ours-front: pictures once through the nginx front-end of "
+                         "`serve nginx-config`")
+    ap.add_argument("--bundle-files", type=int, help="pictures.bundle_files of our runs "
+                    "(default: the config's default; 0 = one GET per picture)")
     ap.add_argument("--verify-all", action="store_true", help="sha256 of every file, not 200")
     ap.add_argument("--settle-max", type=float, default=30,
                     help="seconds to wait at most for idle CPUs before each run")
@@ -606,7 +622,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.rtt_ms < 0:
         ap.error("--rtt-ms must be >= 0")
     inside = json.loads(os.environ[INSIDE_ENV]) if INSIDE_ENV in os.environ else None
-    for tool in ["/usr/bin/time"] + (["nginx", "aria2c"] if "aria2c" in args.methods else []):
+    tools = (["nginx", "aria2c"] if "aria2c" in args.methods else []) + (
+        ["nginx"] if "ours-front" in args.methods else [])
+    for tool in ["/usr/bin/time"] + tools:
         if not shutil.which(tool):
             ap.error(f"{tool} not found: apt-get install -y nginx aria2 time")
     if args.rtt_ms > 0 and inside is None:
@@ -642,8 +660,12 @@ def main(argv: list[str] | None = None) -> int:
             runs.append(("aria2c", data.paths, lambda d: run_aria2c(work, data, d)))
         if "ours" in args.methods:
             for w in args.workers:
-                runs.append((f"ours-{w}", data.paths,
-                             lambda d, w=w: run_ours(work, d, data.root, w)))
+                runs.append((f"ours-{w}", data.paths, lambda d, w=w: run_ours(
+                    work, d, data.root, w, bundle_files=args.bundle_files)))
+        if "ours-front" in args.methods:
+            for w in args.workers:
+                runs.append((f"ours-front-{w}", data.paths, lambda d, w=w: run_ours(
+                    work, d, data.root, w, front=True, bundle_files=args.bundle_files)))
         for name, paths, run in runs:
             target = dest(name)
             result = run(target)

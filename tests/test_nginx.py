@@ -478,3 +478,23 @@ def test_sync_and_a_new_version_through_nginx(front: Front) -> None:
     assert any(t.startswith("/delta/gamma/") and u == "-" for t, _, u in front.upstreams())
     assert front.file_requests_proxied() == []  # no file request reached serve
     assert any(u != "-" for t, _, u in front.upstreams() if t == "/api/datasets")
+
+
+def test_pictures_through_the_front_come_from_nginx_one_get_each(front: Front) -> None:
+    """The front answers the bundle route with 404 (it would be proxied to serve, slower
+    than nginx's sendfile): the client takes that for 'no bundles' and fetches each
+    picture with a GET that nginx serves from disk, none of them reaching serve."""
+    from datahubsync.pictures.transfer import HttpTransport, local_path
+
+    before = len(front.upstreams())
+    transport = HttpTransport(front.url, TOKEN, 30, bundle_files=32)
+    names = [n for n in sorted(front.tree.files) if not n.endswith("inside_link.jpg")]
+    mirror = front.base / "bundle-mirror"
+    got = transport.fetch_many([(n, local_path(mirror, n)) for n in names])
+    transport.close()
+    assert [g.state for g in got] == ["downloaded"] * len(names)
+    assert all(local_path(mirror, n).read_bytes() == front.tree.files[n] for n in names)
+    assert not transport.bundles
+    served = front.upstreams()[before:]
+    assert [status for target, status, _ in served if "bundle" in target] == ["404"]
+    assert all(upstream == "-" for _, _, upstream in served), served

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from datahubsync.core.statefile import write_bytes_atomic
+from datahubsync.pictures.bundle_format import PATH as BUNDLE_PATH
 from datahubsync.pictures.paths import Root, make_roots, split_client_path
 
 if TYPE_CHECKING:
@@ -187,7 +188,11 @@ def _files_block(roots: Sequence[Root]) -> list[str]:
     ]
     for root in roots:
         lines += _root_location(root)
-    lines += ["        return 404 $datahubsync_empty;", "    }"]
+    lines += ["        return 404 $datahubsync_empty;", "    }",
+              "    # Pictures come from nginx's sendfile one GET each: a bundle would be",
+              "    # proxied through to serve (measured slower than the GETs); this 404 is what",
+              "    # a client takes to mean 'no bundles here'.",
+              f"    location = {BUNDLE_PATH} {{ return 404 $datahubsync_empty; }}"]
     return lines
 
 
