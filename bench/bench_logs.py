@@ -5,7 +5,8 @@ a) Extraction. ``bench/gen_logs.py`` writes ~1 GB of sinkhole-like hourly
    ``serve`` (SQLite store; everything read, deduplicated, queued, uploaded,
    acknowledged), with a fresh client state each run, and
    ``LC_ALL=C grep -ohE '<ipv4>' FILES | LC_ALL=C sort -u``. Wall time and
-   peak RSS (``/usr/bin/time -v``); goal ≤ 1.5× grep's time, RSS ≤ 100 MB.
+   peak RSS (``/usr/bin/time -v``); goals: ≤ 1.0× grep's time with the defaults,
+   ≤ 0.8× with the anchored ``ip_regex``, RSS ≤ 100 MiB.
    ``logs once`` runs twice per round: with the defaults (any digits-and-dots
    run is a candidate) and with ``ip_regex`` anchored on this format's field
    (``from IP:port``), as an operator who knows the line format would set it.
@@ -49,6 +50,7 @@ GREP = r"[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}\.[0-9]{1,3}"
 
 ANCHORED = "from ([0-9][0-9.]{6,})"  # this sinkhole's line format: "... hit from IP:port ..."
 VARIANTS = {"ours": {}, "ours-anchored": {"ip_regex": ANCHORED}}
+GOALS = {"ours": 1.0, "ours-anchored": 0.8}  # x grep | sort -u
 
 
 def extraction(work: Path, files: list[Path], runs: int) -> dict[str, object]:
@@ -191,7 +193,9 @@ def main(argv: list[str] | None = None) -> int:
         ours = a[tool]
         assert isinstance(ours, dict)
         print(f"   median: {tool} {ours['seconds']}s, grep|sort -u {a['grep_seconds']}s: "
-              f"{ours['ratio']}x (goal <= 1.5x); CPU {ours['cpu_seconds']}s against "
+              f"{ours['ratio']}x (goal <= {GOALS[tool]}x: "
+              f"{'met' if float(ours['ratio']) <= GOALS[tool] else 'NOT met'}); "
+              f"CPU {ours['cpu_seconds']}s against "
               f"{a['grep_cpu_seconds']}s; peak RSS {ours['peak_rss_mib']} MiB (goal <= 100)")
     pg_url = os.environ.get("DATAHUBSYNC_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
     b = ingest(work, pg_url)
