@@ -69,9 +69,14 @@ def _read_whole(fobj: IO[bytes], size: int) -> bytes:
 class BundleRoute:
     """The handler; the service (roots, tokens, counters) is the ``/files`` one."""
 
-    def __init__(self, service: PictureService, body_timeout: float) -> None:
+    def __init__(self, service: PictureService, body_timeout: float,
+                 send_timeout: float) -> None:
+        """``send_timeout`` (nginx's name): a client that stops reading is dropped after
+        this many seconds without progress, instead of holding the connection and an
+        entry in memory."""
         self.service = service
         self.body_timeout = body_timeout
+        self.send_timeout = send_timeout
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         service = self.service
@@ -87,7 +92,14 @@ class BundleRoute:
         await response.prepare(request)
         try:
             for path, have in wanted:
-                await response.write(await self._entry(path, have))
+                entry = await self._entry(path, have)
+                async with asyncio.timeout(self.send_timeout):
+                    await response.write(entry)
+        except TimeoutError:
+            service.stats.error(TRANSPORT, "send_timeout")
+            if request.transport is not None:
+                request.transport.abort()
+            return response
         except (ConnectionError, OSError):
             service.stats.error(TRANSPORT, "client_gone")
             raise
@@ -119,5 +131,6 @@ class BundleRoute:
 def setup(app: web.Application, loaded: LoadedConfig) -> None:
     """Mount the route beside ``/files`` (when ``serve.picture_roots`` is set)."""
     if SERVICE in app:
-        route = BundleRoute(app[SERVICE], loaded.config.serve.body_timeout)
+        serve = loaded.config.serve
+        route = BundleRoute(app[SERVICE], serve.body_timeout, serve.send_timeout)
         app.router.add_post(PATH, route.handle)
