@@ -34,6 +34,9 @@ BODY_LIMIT = 1024 * 1024  # 64 paths of 4096 characters, JSON-escaped
 # in a thread, so a cold disk does not hold the other connections
 INLINE_READ = 1024 * 1024
 TRANSPORT = "http"
+# An entry goes out in pieces of this size, each within send_timeout: a 16 MiB picture
+# over a slow link is not dropped, a client that reads nothing is
+WRITE_PIECE = 256 * 1024
 
 
 def parse_request(body: Any) -> list[tuple[str, int | None]]:
@@ -72,8 +75,8 @@ class BundleRoute:
     def __init__(self, service: PictureService, body_timeout: float,
                  send_timeout: float) -> None:
         """``send_timeout`` (nginx's name): a client that stops reading is dropped after
-        this many seconds without progress, instead of holding the connection and an
-        entry in memory."""
+        this many seconds without progress (a WRITE_PIECE not taken), instead of holding
+        the connection and an entry in memory."""
         self.service = service
         self.body_timeout = body_timeout
         self.send_timeout = send_timeout
@@ -92,9 +95,10 @@ class BundleRoute:
         await response.prepare(request)
         try:
             for path, have in wanted:
-                entry = await self._entry(path, have)
-                async with asyncio.timeout(self.send_timeout):
-                    await response.write(entry)
+                entry = memoryview(await self._entry(path, have))
+                for start in range(0, len(entry), WRITE_PIECE):  # the deadline is per piece:
+                    async with asyncio.timeout(self.send_timeout):  # progress, not a rate
+                        await response.write(entry[start:start + WRITE_PIECE])
         except TimeoutError:
             service.stats.error(TRANSPORT, "send_timeout")
             if request.transport is not None:
