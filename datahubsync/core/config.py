@@ -130,7 +130,7 @@ class ServeCore(Section):
     header_timeout: float = Field(10, gt=0)  # a request's headers, from its first byte
     body_timeout: float = Field(30, gt=0)  # a request's body, once its headers are in
     keepalive_timeout: float = Field(15, gt=0)  # a connection with no request under way
-    send_timeout: float = Field(60, gt=0)  # a bundle answer making no progress: dropped
+    send_timeout: float = Field(60, gt=0)  # a picture send making no progress: dropped
     max_connections: int = Field(1024, ge=1)  # per worker process; beyond: 503 and closed
     api_tokens: list[str] = Field(default_factory=list)  # bearer tokens for the batch API
     # clients that need no token on the batch, picture push/call_back and fleet routes

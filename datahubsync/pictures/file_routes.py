@@ -23,6 +23,7 @@ is no probing for ``.gz``/``.br`` variants (pictures are not precompressed).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import pathlib
@@ -30,7 +31,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import hdrs, web
-from aiohttp.web_fileresponse import _FileResponseResult
+from aiohttp.web_fileresponse import NOSENDFILE, _FileResponseResult
 
 from datahubsync.core.auth import presented_token, token_matches
 from datahubsync.core.config import LoadedConfig
@@ -43,6 +44,7 @@ from datahubsync.pictures.sendstats import SendStats
 log = logging.getLogger(__name__)
 ROUTE = r"/files/{path:[\s\S]+}"  # any character: control ones get the same 404
 TRANSPORT = "http"
+SEND_PIECE = 1024 * 1024  # bytes per sendfile call, each within send_timeout
 
 
 @dataclass(frozen=True)
@@ -52,6 +54,7 @@ class PictureService:
     roots: tuple[Root, ...]
     tokens: tuple[str, ...]
     stats: SendStats
+    send_timeout: float = 60.0  # serve.send_timeout: seconds a send may make no progress
 
 
 SERVICE = web.AppKey("pictures_service", PictureService)
@@ -62,6 +65,10 @@ def url_path_to_client(path: str) -> str:
     if (len(path) >= 2 and path[1] == ":") or path.startswith(("/", "\\")):
         return path
     return "/" + path  # /files/data/pic/a.jpg names /data/pic/a.jpg
+
+
+class SendTimedOut(ConnectionResetError):
+    """The client took nothing for ``serve.send_timeout``: the connection was dropped."""
 
 
 class PictureFileResponse(web.FileResponse):
@@ -80,10 +87,12 @@ class PictureFileResponse(web.FileResponse):
     # worker waits for the seek; set False to go back to aiohttp's executor calls.
     INLINE_OPEN = True
 
-    def __init__(self, mapped: Mapped | None, stats: SendStats) -> None:
+    def __init__(self, mapped: Mapped | None, stats: SendStats,
+                 send_timeout: float = 60.0) -> None:
         super().__init__(mapped.local if mapped else "/nonexistent")
         self._mapped = mapped
         self._stats = stats
+        self._send_timeout = send_timeout
 
     def _get_file_path_stat_encoding(
         self, accept_encoding: str
@@ -125,12 +134,40 @@ class PictureFileResponse(web.FileResponse):
         finally:
             fobj.close()
 
+    async def _sendfile(self, request: web.BaseRequest, fobj: Any, offset: int,
+                        count: int) -> Any:
+        """aiohttp's sendfile, a SEND_PIECE at a time, each within ``send_timeout``
+        (nginx's send_timeout): a client that stops reading is dropped, one on a slow
+        link is not. A file of one piece (pictures) costs what it did."""
+        if NOSENDFILE or self.compression or request.transport is None:
+            return await super()._sendfile(request, fobj, offset, count)
+        writer = await web.StreamResponse.prepare(self, request)
+        loop = asyncio.get_running_loop()
+        done = 0
+        while done < count:
+            piece = min(SEND_PIECE, count - done)
+            try:
+                async with asyncio.timeout(self._send_timeout):
+                    await loop.sendfile(request.transport, fobj, offset + done, piece)
+            except NotImplementedError:  # no native sendfile: aiohttp's chunked reads
+                return await self._sendfile_fallback(writer, fobj, offset + done,
+                                                     count - done)
+            except TimeoutError:
+                self._stats.error(TRANSPORT, "send_timeout")
+                request.transport.abort()
+                raise SendTimedOut("the client stopped reading (serve.send_timeout)") from None
+            done += piece
+        await web.StreamResponse.write_eof(self)
+        return writer
+
     async def prepare(self, request: web.BaseRequest) -> Any:
         if hdrs.RANGE in request.headers:  # the ETag aiohttp sends: mtime_ns-size in hex
             request = normalise(request, self._etag_of_request())
         try:
             writer = await (self._prepare_inline(request) if self.INLINE_OPEN
                             else super().prepare(request))
+        except SendTimedOut:
+            raise  # counted as send_timeout
         except (ConnectionError, OSError):
             self._stats.error(TRANSPORT, "client_gone")
             raise
@@ -151,7 +188,7 @@ async def get_file(request: web.Request) -> web.StreamResponse:
         service.stats.error(TRANSPORT, "unauthorized")
         return web.Response(status=401, headers={"WWW-Authenticate": "Bearer"})
     mapped = map_path(url_path_to_client(request.match_info["path"]), service.roots)
-    return PictureFileResponse(mapped, service.stats)
+    return PictureFileResponse(mapped, service.stats, service.send_timeout)
 
 
 def setup(app: web.Application, loaded: LoadedConfig, metrics: Metrics) -> None:
@@ -165,6 +202,6 @@ def setup(app: web.Application, loaded: LoadedConfig, metrics: Metrics) -> None:
             log.warning("picture root %s -> %s is not a directory (yet): its files get 404",
                         root.label, root.path)
     stats = SendStats(metrics, LastSend(last_send_path(loaded.state_dir)))
-    app[SERVICE] = PictureService(roots, tuple(cfg.api_tokens), stats)
+    app[SERVICE] = PictureService(roots, tuple(cfg.api_tokens), stats, cfg.send_timeout)
     app.router.add_get(ROUTE, get_file)
     app.cleanup_ctx.append(stats.background)
