@@ -154,9 +154,10 @@ class _Canned:
                     data += conn.recv(65536)
                 data = data[length[0]:] if length else data
                 self.requests.append(head.split(b"\r\n")[0])
-                conn.sendall(self.replies.pop(0))
-                if b"Connection: close" in head or not self.replies:
-                    return
+                reply = self.replies.pop(0)
+                conn.sendall(reply)
+                if b"Connection: close" in reply.partition(b"\r\n\r\n")[0]:
+                    return  # the reply's framing ends with the connection
 
 
 def _reply(body: bytes, status: str = "200 OK",
