@@ -30,7 +30,6 @@ fetch one ``GET /files/...`` per picture.
 PATH = "/api/v1/pictures/bundle"
 CONTENT_TYPE = "application/vnd.datahubsync.bundle"
 MAX_FILES = 64  # entries per request
-MAX_PATH_CHARS = 4096
 ENTRY_LINE_MAX = 4096  # bytes of an entry's line, its "\n" included
 MAX_BUNDLED_BYTES = 16 * 1024 * 1024  # a larger file is answered {"large": true}
 SAME = b'{"same": true}\n'

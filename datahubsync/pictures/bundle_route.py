@@ -21,7 +21,6 @@ from datahubsync.pictures.bundle_format import (
     LARGE,
     MAX_BUNDLED_BYTES,
     MAX_FILES,
-    MAX_PATH_CHARS,
     MISSING,
     PATH,
     SAME,
@@ -29,7 +28,7 @@ from datahubsync.pictures.bundle_format import (
 from datahubsync.pictures.file_routes import SERVICE, PictureService, url_path_to_client
 from datahubsync.pictures.paths import map_path, open_beneath
 
-BODY_LIMIT = 1024 * 1024  # 64 paths of 4096 characters, JSON-escaped
+BODY_LIMIT = 1024 * 1024  # 64 paths of paths.MAX_PATH_CHARS characters, JSON-escaped
 # Read on the event loop up to this size (page cache: tens of microseconds); bigger files
 # in a thread, so a cold disk does not hold the other connections
 INLINE_READ = 1024 * 1024
@@ -113,9 +112,10 @@ class BundleRoute:
     async def _entry(self, path: str, have: int | None) -> bytes:
         """One entry's line and bytes."""
         stats = self.service.stats
-        # what GET /files/{path} maps for this path, with the client's spelling of it
-        mapped = (map_path(url_path_to_client(path.replace("\\", "/").lstrip("/")),
-                           self.service.roots) if 0 < len(path) <= MAX_PATH_CHARS else None)
+        # what GET /files/{path} maps for this path, with the client's spelling of it (an
+        # empty or over-long path maps to nothing, as there)
+        mapped = map_path(url_path_to_client(path.replace("\\", "/").lstrip("/")),
+                          self.service.roots)
         opened = open_beneath(mapped) if mapped is not None else None
         if opened is None:
             stats.error(TRANSPORT, "not_found" if mapped else "refused")

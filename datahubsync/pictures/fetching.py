@@ -67,13 +67,15 @@ class DownloadPass:
         done: list[tuple[Outcome, bool]] = []
         batch: list[tuple[FileRow, Path]] = []
         again: list[tuple[FileRow, Path]] = []
+        taken: set[Path] = set()
         for row in rows:
             try:
                 dest = local_path(self.cfg.local_root, row.remote)
             except UnsafePath as exc:
                 done.append((Outcome(row, "error", error=str(exc)), False))
                 continue
-            (again if any(dest == d for _, d in batch) else batch).append((row, dest))
+            (again if dest in taken else batch).append((row, dest))
+            taken.add(dest)
         for group in ([batch] if batch else []) + [[item] for item in again]:
             with self.path_locks.hold_all([dest for _, dest in group]):
                 fetched = self.transport.fetch_many([(row.remote, dest) for row, dest in group])

@@ -54,7 +54,7 @@ class PictureService:
     roots: tuple[Root, ...]
     tokens: tuple[str, ...]
     stats: SendStats
-    send_timeout: float = 60.0  # serve.send_timeout: seconds a send may make no progress
+    send_timeout: float  # serve.send_timeout: seconds a send may make no progress
 
 
 SERVICE = web.AppKey("pictures_service", PictureService)
@@ -87,8 +87,7 @@ class PictureFileResponse(web.FileResponse):
     # worker waits for the seek; set False to go back to aiohttp's executor calls.
     INLINE_OPEN = True
 
-    def __init__(self, mapped: Mapped | None, stats: SendStats,
-                 send_timeout: float = 60.0) -> None:
+    def __init__(self, mapped: Mapped | None, stats: SendStats, send_timeout: float) -> None:
         super().__init__(mapped.local if mapped else "/nonexistent")
         self._mapped = mapped
         self._stats = stats

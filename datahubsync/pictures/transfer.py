@@ -192,8 +192,7 @@ class HttpTransport:
                 if response.status in (404, 410):
                     return Fetched("not_found", error=f"HTTP {response.status} from server")
                 if response.status in (401, 403) and self.is_ours(remote):
-                    return Fetched("refused", error=f"HTTP {response.status}: the picture "
-                                   "server refused pictures.token (missing or wrong)")
+                    return _refused(response.status)
                 return Fetched("error", error=f"HTTP {response.status} {response.reason}")
             expected = response.getheader("Content-Length")
             if expected is not None and (not expected.isdigit()
@@ -268,8 +267,7 @@ class HttpTransport:
                 if response.status in (404, 405):  # an older serve: one GET per picture
                     self.bundles = False
                 elif response.status in (401, 403):
-                    out = [Fetched("refused", error=f"HTTP {response.status}: the picture "
-                                   "server refused pictures.token (missing or wrong)")] * len(out)
+                    out = [_refused(response.status)] * len(out)
                 return out  # anything else: each picture's own GET says what is wrong
             buffer = memoryview(bytearray(CHUNK))
             for n, (_, dest) in enumerate(items):
@@ -312,16 +310,19 @@ class HttpTransport:
         if size > self.max_bytes:
             return Fetched("error", error=f"the server announces {size} bytes, more than "
                            f"pictures.max_picture_bytes ({self.max_bytes})")
-        writer = _open_local(dest)
+        with _on_disk(dest):
+            writer = AtomicFile(dest, sync_directory=False)
         try:
             left = size
             while left:
-                got = response.readinto(buffer[:min(left, CHUNK)])
+                got = response.readinto(buffer[:min(left, CHUNK)])  # the network's errors
                 if not got:
                     raise ConnectionError(f"truncated: {size - left} of {size} bytes")
-                _write_local(writer, buffer[:got])
+                with _on_disk(writer.tmp):
+                    writer.write(buffer[:got])
                 left -= got
-            _commit_local(writer)
+            with _on_disk(dest):
+                writer.commit()
             FILE_WRITTEN.reached()
         except BaseException:
             writer.abort()
@@ -332,31 +333,24 @@ class HttpTransport:
         self.pool.close()
 
 
-
 class LocalError(OSError):
     """Writing a picture into the mirror failed (disk full, permissions): the disk's
     problem, not the server's; carries the file name."""
 
 
-def _open_local(dest: Path) -> AtomicFile:
+@contextmanager
+def _on_disk(name: Path) -> Iterator[None]:
+    """An OSError inside is the local disk's (disk full, permissions): a LocalError
+    naming the file, told apart from the network's errors around it."""
     try:
-        return AtomicFile(dest, sync_directory=False)
+        yield
     except OSError as exc:
-        raise LocalError(exc.errno, exc.strerror, str(exc.filename or dest)) from exc
+        raise LocalError(exc.errno, exc.strerror, str(exc.filename or name)) from exc
 
 
-def _write_local(writer: AtomicFile, data: memoryview) -> None:
-    try:
-        writer.write(data)
-    except OSError as exc:
-        raise LocalError(exc.errno, exc.strerror, str(writer.tmp)) from exc
-
-
-def _commit_local(writer: AtomicFile) -> None:
-    try:
-        writer.commit()
-    except OSError as exc:
-        raise LocalError(exc.errno, exc.strerror, str(writer.dest)) from exc
+def _refused(status: int) -> Fetched:
+    return Fetched("refused", error=f"HTTP {status}: the picture server refused "
+                   "pictures.token (missing or wrong)")
 
 
 class TooLong(Exception):
