@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -247,3 +249,23 @@ def wait_until(predicate: Callable[[], Any], what: str, timeout: float = 60,
             message = f"timed out after {timeout:g} s waiting for {what}"
             raise AssertionError(f"{message}:\n{detail()}" if detail else message)
         time.sleep(interval)
+
+
+def serve_connections(server: socket.socket, handle: Callable[[socket.socket], None],
+                      threaded: bool = False) -> None:
+    """A daemon thread hands each connection ``server`` accepts to ``handle`` (each in a
+    thread of its own when ``threaded``), until the listener is closed: the accept loop
+    of the tests' canned TCP and HTTP servers."""
+
+    def accept() -> None:
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:
+                return
+            if threaded:
+                threading.Thread(target=handle, args=(conn,), daemon=True).start()
+            else:
+                handle(conn)
+
+    threading.Thread(target=accept, daemon=True).start()

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import socket
-import threading
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -16,6 +15,7 @@ import pytest
 
 from datahubsync.pictures import bundle_format
 from datahubsync.pictures.transfer import HttpTransport, local_path
+from tests.helpers import serve_connections
 from tests.pictures_serve_kit import TOKEN, PictureHub, start_picture_hub
 from tests.traversal_corpus import client_paths, file_url_path
 
@@ -128,15 +128,7 @@ class _Canned:
         self.requests: list[bytes] = []
         self.server = socket.create_server(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{self.server.getsockname()[1]}"
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.server.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._answer, args=(conn,), daemon=True).start()
+        serve_connections(self.server, self._answer, threaded=True)
 
     def _answer(self, conn: socket.socket) -> None:
         with conn:

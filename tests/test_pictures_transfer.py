@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import socket
 import struct
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from datahubsync.pictures.transfer import HttpTransport, LegacyTcpTransport, local_path
+from tests.helpers import serve_connections
 
 
 @pytest.fixture
@@ -19,17 +19,12 @@ def liar() -> Iterator[tuple[int, list[bytes]]]:
     replies: list[bytes] = []
     server = socket.create_server(("127.0.0.1", 0))
 
-    def serve() -> None:
-        while True:
-            try:
-                conn, _ = server.accept()
-            except OSError:
-                return
-            with conn:
-                conn.recv(65536)
-                conn.sendall(replies.pop(0))
+    def answer(conn: socket.socket) -> None:
+        with conn:
+            conn.recv(65536)
+            conn.sendall(replies.pop(0))
 
-    threading.Thread(target=serve, daemon=True).start()
+    serve_connections(server, answer)
     yield server.getsockname()[1], replies
     server.close()
 
@@ -74,26 +69,21 @@ class _KeepAliveServer:
         self.connections = 0
         self.server = socket.create_server(("127.0.0.1", 0))
         self.port = self.server.getsockname()[1]
-        threading.Thread(target=self._serve, daemon=True).start()
+        serve_connections(self.server, self._answer)
 
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.server.accept()
-            except OSError:
-                return
-            self.connections += 1
-            with conn:
-                for _ in range(self.per_connection):
-                    request = b""
-                    while b"\r\n\r\n" not in request:
-                        data = conn.recv(65536)
-                        if not data:
-                            break
-                        request += data
-                    if not request or not self.replies:
+    def _answer(self, conn: socket.socket) -> None:
+        self.connections += 1
+        with conn:
+            for _ in range(self.per_connection):
+                request = b""
+                while b"\r\n\r\n" not in request:
+                    data = conn.recv(65536)
+                    if not data:
                         break
-                    conn.sendall(self.replies.pop(0))
+                    request += data
+                if not request or not self.replies:
+                    break
+                conn.sendall(self.replies.pop(0))
 
 
 def _ok(body: bytes) -> bytes:
