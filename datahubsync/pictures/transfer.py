@@ -36,7 +36,7 @@ import select
 import socket
 import struct
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -313,14 +313,7 @@ class HttpTransport:
         with _on_disk(dest):
             writer = AtomicFile(dest, sync_directory=False)
         try:
-            left = size
-            while left:
-                got = response.readinto(buffer[:min(left, CHUNK)])  # the network's errors
-                if not got:
-                    raise ConnectionError(f"truncated: {size - left} of {size} bytes")
-                with _on_disk(writer.tmp):
-                    writer.write(buffer[:got])
-                left -= got
+            _receive_exactly(response.readinto, writer, size, buffer)
             with _on_disk(dest):
                 writer.commit()
             FILE_WRITTEN.reached()
@@ -346,6 +339,20 @@ def _on_disk(name: Path) -> Iterator[None]:
         yield
     except OSError as exc:
         raise LocalError(exc.errno, exc.strerror, str(exc.filename or name)) from exc
+
+
+def _receive_exactly(readinto: Callable[[memoryview], int], writer: AtomicFile, size: int,
+                     buffer: memoryview) -> None:
+    """``size`` bytes from ``readinto`` (a response's or a socket's) into ``writer``:
+    ConnectionError when the peer stops short, LocalError when the disk fails."""
+    left = size
+    while left:
+        got = readinto(buffer[:min(left, len(buffer))])
+        if not got:
+            raise ConnectionError(f"truncated: {size - left} of {size} bytes")
+        with _on_disk(writer.tmp):
+            writer.write(buffer[:got])
+        left -= got
 
 
 def _refused(status: int) -> Fetched:
@@ -412,13 +419,8 @@ class LegacyTcpTransport:
                     return Fetched("downloaded", size, skipped=True)
                 writer = AtomicFile(dest, sync_directory=False)
                 try:
-                    remaining = size
-                    while remaining:
-                        block = sock.recv(min(remaining, CHUNK))
-                        if not block:
-                            raise ConnectionError(f"truncated: {size - remaining} of {size} bytes")
-                        writer.write(block)
-                        remaining -= len(block)
+                    _receive_exactly(sock.recv_into, writer, size,
+                                     memoryview(bytearray(min(size, CHUNK))))
                     if _more_waiting(sock):
                         raise TooLong(f"the server sent more than the {size} bytes it "
                                       "announced; not stored")
