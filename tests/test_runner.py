@@ -11,7 +11,7 @@ from datahubsync.core.errors import LockedError
 from tests.helpers import client_config, run_cli, write_yaml
 
 
-def _group_with(exc: BaseException) -> click.Group:
+def _group_with(exc: BaseException, during_ctrl_c: bool = False) -> click.Group:
     @click.group()
     @click.option("--log-level")
     @click.pass_context
@@ -21,7 +21,12 @@ def _group_with(exc: BaseException) -> click.Group:
     @root.command()
     @run_command
     def boom() -> int:
-        raise exc
+        if not during_ctrl_c:
+            raise exc
+        try:
+            raise KeyboardInterrupt
+        except KeyboardInterrupt:
+            raise exc  # noqa: B904 - as a failed cleanup does: the interrupt is its context
 
     return root
 
@@ -40,6 +45,18 @@ def test_known_error_uses_its_code() -> None:
 
 def test_keyboard_interrupt_exits_130() -> None:
     assert CliRunner().invoke(_group_with(KeyboardInterrupt()), ["boom"]).exit_code == 130
+
+
+def test_an_error_raised_while_a_ctrl_c_unwinds_is_the_interrupt() -> None:
+    """SQLAlchemy's rollback after a Ctrl-C between BEGIN and COMMIT fails with "cannot
+    rollback - no transaction is active": that is the interrupt (130), not a bug (70)."""
+    import sqlite3
+
+    failed = sqlite3.OperationalError("cannot rollback - no transaction is active")
+    result = CliRunner().invoke(_group_with(failed, during_ctrl_c=True), ["boom"])
+    assert result.exit_code == 130, result.output
+    assert "interrupted" in result.output and "internal error" not in result.output
+    assert CliRunner().invoke(_group_with(sqlite3.OperationalError("x")), ["boom"]).exit_code == 70
 
 
 def test_unwritable_state_dir_is_a_clear_error(tmp_path) -> None:

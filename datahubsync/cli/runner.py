@@ -156,25 +156,47 @@ def run_command(func: F | None = None, *, report: str | None = None,
 
                 with hold_lock(lock(app.config().layout)):
                     code = int(func(*args, **kwargs) or 0)
-        except DatahubsyncError as exc:
-            code = _fail(app, str(exc), exc.exit_code)
-        except KeyboardInterrupt:
-            code = _fail(app, "interrupted", ExitCode.INTERRUPTED)
         except (click.exceptions.Exit, click.ClickException, click.Abort):
             raise
-        except OSError as exc:  # the environment, not a bug: say which file and why
-            where = f": {exc.filename}" if exc.filename else ""
-            log.debug("OS error", exc_info=True)
-            code = _fail(app, f"{exc.strerror or exc}{where}", ExitCode.PARTIAL)
+        except KeyboardInterrupt:
+            code = _fail(app, "interrupted", ExitCode.INTERRUPTED)
         except Exception as exc:  # noqa: BLE001 - the last line of defence
-            log.debug("unexpected error", exc_info=True)
-            code = _fail(app, f"internal error: {type(exc).__name__}: {exc} "
-                              "(run with --log-level debug for details)", ExitCode.SOFTWARE)
+            code = _fail(app, *_outcome(exc))
         finally:
             _finish(app, code)
         sys.exit(code)
 
     return wrapper
+
+
+def _outcome(exc: Exception) -> tuple[str, int]:
+    """The one line and the exit code for an error that ended a command."""
+    if _while_interrupted(exc):
+        log.debug("error while interrupted", exc_info=True)
+        return "interrupted", ExitCode.INTERRUPTED
+    if isinstance(exc, DatahubsyncError):
+        return str(exc), exc.exit_code
+    if isinstance(exc, OSError):  # the environment, not a bug: say which file and why
+        log.debug("OS error", exc_info=True)
+        where = f": {exc.filename}" if exc.filename else ""
+        return f"{exc.strerror or exc}{where}", ExitCode.PARTIAL
+    log.debug("unexpected error", exc_info=True)
+    return (f"internal error: {type(exc).__name__}: {exc} "
+            "(run with --log-level debug for details)", ExitCode.SOFTWARE)
+
+
+def _while_interrupted(exc: BaseException) -> bool:
+    """Was ``exc`` raised while a Ctrl-C unwound the stack? A cleanup that fails because
+    the interrupt landed half way (SQLite's "cannot rollback - no transaction is
+    active" when it hit between BEGIN and COMMIT) is the interrupt, not a bug: exit 130."""
+    seen: set[int] = set()
+    link: BaseException | None = exc
+    while link is not None and id(link) not in seen:
+        if isinstance(link, KeyboardInterrupt):
+            return True
+        seen.add(id(link))
+        link = link.__cause__ or link.__context__
+    return False
 
 
 def _finish(app: AppContext, code: int) -> None:
