@@ -21,6 +21,7 @@ from datahubsync.logs.reader import ReadSettings, new_tokens, read_file
 from datahubsync.logs.scan import (
     ChildScanner,
     InlineScanner,
+    Piece,
     Scanner,
     TokenFilter,
     open_scanner,
@@ -85,8 +86,7 @@ def test_filter_counts_every_match_and_passes_each_address_on_once_a_day(limit: 
 def test_a_new_token_is_located_at_its_first_match_not_inside_a_longer_run(
         pattern: re.Pattern[bytes]) -> None:
     flt = TokenFilter(pattern, "global", 1000)
-    flt.scan(b"x from 9.9.9.9:1\n", 1)  # few new tokens from here on: located by find
-    assert not flt._many_new
+    flt.scan(b"x from 9.9.9.9:1\n", 1)
     chunk = (b"a from 11.1.1.1:5 and 1.1.1.10 and 21.1.1.1.7\n"  # 1.1.1.1 inside runs
              b"b 1.1.1.1 without the anchor\n"
              b"c from 1.1.1.1:80\n")
@@ -98,6 +98,31 @@ def test_a_new_token_is_located_at_its_first_match_not_inside_a_longer_run(
     assert dict(zip(scan.tokens, scan.firsts, strict=True)) == firsts
     real = chunk.index(b"b 1.1.1.1") + 2 if pattern is TOKEN_RE else chunk.rindex(b"1.1.1.1")
     assert firsts[b"1.1.1.1"] == real
+
+
+@pytest.mark.parametrize("distinct", [3, 40, 2000])
+def test_first_matches_are_exact_across_segments_with_few_or_many_new_tokens(
+        distinct: int) -> None:
+    """Chunks of many 16 KiB segments: each new token's offset is its first match, whether
+    a segment holds a few new tokens (found by find) or many (its Match objects)."""
+    rng = random.Random(distinct)
+    runs = ["1.1.1.1", "01.1.1.1", "1.1.1.10"]  # runs holding other tokens
+    flt = TokenFilter(TOKEN_RE, "global", 100_000)
+    passed: set[bytes] = set()
+    for k in range(3):  # each chunk brings ``distinct`` new tokens
+        tokens = runs + [f"{rng.randint(11, 99)}.{k}.9.{n}" for n in range(distinct)]
+        chunk = chunk_of(rng, 3000, tokens)
+        assert len(chunk) > 8 * 16 * 1024
+        scan = flt.scan(chunk, 1)
+        firsts: dict[bytes, int] = {}
+        for token, at in plain(chunk):
+            if public_ip_value(token):
+                firsts.setdefault(token, at)
+        expected = {t: at for t, at in firsts.items() if t not in passed}
+        assert expected, "each chunk should bring new tokens"
+        assert dict(zip(scan.tokens, scan.firsts, strict=True)) == expected
+        passed.update(expected)
+        assert scan.firsts == sorted(scan.firsts)
 
 
 def test_dedupe_none_passes_every_public_token_of_every_chunk() -> None:
@@ -155,6 +180,27 @@ def test_workers_queue_exactly_what_inline_scanning_queues(tmp_path: Path, dedup
     assert two == inline  # the same records in the same order, the same counters
 
 
+def test_a_span_rewritten_under_the_worker_is_scanned_from_the_readers_bytes(
+        tmp_path: Path) -> None:
+    """Workers read their span from the file itself; if the bytes there are no longer
+    the ones the reader read (the file was rewritten in between), the reader's bytes
+    are scanned, never the worker's."""
+    rng = random.Random(8)
+    read = chunk_of(rng, 300, [f"{rng.randint(11, 99)}.1.2.{n}" for n in range(40)])
+    now = read.replace(b".1.2.", b".3.4.")  # the same length, other addresses
+    assert len(now) == len(read) and now != read
+    log_file = tmp_path / "a.log"
+    log_file.write_bytes(now)
+    scanner = ChildScanner(new_tokens(_settings()), 2)
+    try:
+        with open(log_file, "rb") as fh:
+            (_, scan), = scanner.scans(iter([Piece(read, len(read), 0)]), 20431, fh.fileno())
+    finally:
+        scanner.close()
+    expected = new_tokens(_settings()).scan(read, 20431)
+    assert scan.tokens and scan == expected
+
+
 def test_a_dead_worker_is_replaced_by_scanning_in_the_reader(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     paths = _logs(tmp_path / "logs")
@@ -175,7 +221,8 @@ def test_a_dead_worker_is_replaced_by_scanning_in_the_reader(
     assert f"scanning process {victim} is gone" in caplog.text
 
 
-def test_a_ctrl_c_inside_a_receive_gives_the_stream_up_instead_of_waiting_on_it() -> None:
+def test_a_ctrl_c_inside_a_receive_gives_the_stream_up_instead_of_waiting_on_it(
+        tmp_path: Path) -> None:
     """A KeyboardInterrupt that lands after a result's bytes were read (or half of them)
     leaves the socket out of step: receiving from it again would wait forever for an
     answer the worker never sends. The scanner gives that worker up and stops at once."""
@@ -192,12 +239,16 @@ def test_a_ctrl_c_inside_a_receive_gives_the_stream_up_instead_of_waiting_on_it(
         raise KeyboardInterrupt
 
     interrupted.conn.recv_bytes = recv_then_interrupt  # type: ignore[method-assign]
-    items = iter([(chunk_of(rng, 200, tokens), 1), (chunk_of(rng, 200, tokens), 2)])
+    first, second = chunk_of(rng, 200, tokens), chunk_of(rng, 200, tokens)
+    log_file = tmp_path / "a.log"
+    log_file.write_bytes(first + second)
+    pieces = iter([Piece(first, len(first), 0), Piece(second, len(second), len(first))])
     outcome: list[BaseException] = []
 
     def run() -> None:
         try:
-            list(scanner.scans(items, 20431))
+            with open(log_file, "rb") as fh:
+                list(scanner.scans(pieces, 20431, fh.fileno()))
         except BaseException as exc:  # noqa: BLE001 - the test reports it
             outcome.append(exc)
 

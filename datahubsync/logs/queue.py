@@ -135,7 +135,8 @@ class LogQueue:
                         int(state.done), time.time()))
             db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            if db.in_transaction:  # a Ctrl-C can land before BEGIN took or after COMMIT
+                db.execute("ROLLBACK")
             raise
         CHUNK_COMMITTED.reached()
         if self._depth is not None:

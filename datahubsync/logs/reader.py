@@ -30,7 +30,7 @@ from datahubsync.logs.parser import (
     token_pattern,
 )
 from datahubsync.logs.queue import FileState, LogQueue, day_number
-from datahubsync.logs.scan import InlineScanner, Scan, Scanner, TokenFilter
+from datahubsync.logs.scan import InlineScanner, Piece, Scan, Scanner, TokenFilter
 
 log = logging.getLogger(__name__)
 FP_BYTES = 256
@@ -198,11 +198,11 @@ def read_file(path: Path, queue: LogQueue, cfg: ReadSettings, now: float,
         scanner = InlineScanner(new_tokens(cfg))
     with open(path, "rb") as fh:
         fh.seek(state.offset)
-        for chunk, consumed, scan in scanner.scans(_complete_chunks(fh, cfg, final, path),
-                                                   extractor.day_number):
+        pieces = _complete_chunks(fh, cfg, final, path)
+        for piece, scan in scanner.scans(pieces, extractor.day_number, fh.fileno()):
             seen: dict[int, int] = {}
-            records = extractor.records(chunk, scan, counts, seen) if chunk else []
-            state.offset += consumed
+            records = extractor.records(piece.chunk, scan, counts, seen) if piece.chunk else []
+            state.offset += piece.consumed
             state.fp = state.fp or fp
             queue.commit_chunk(state, records, counts.by_day, seen)
             for key, value in counts.by_day.items():
@@ -216,27 +216,30 @@ def read_file(path: Path, queue: LogQueue, cfg: ReadSettings, now: float,
     return counts
 
 
-def _complete_chunks(fh: Any, cfg: ReadSettings, final: bool,
-                     path: Path) -> Iterator[tuple[bytes, int]]:
-    """(complete lines, bytes consumed); the tail without a newline waits unless final."""
+def _complete_chunks(fh: Any, cfg: ReadSettings, final: bool, path: Path) -> Iterator[Piece]:
+    """Complete lines from where ``fh`` stands; the tail without a newline waits unless
+    the file is final. ``pos`` is the file offset of ``data[0]`` (the carry's start)."""
+    pos = fh.tell()
     carry = b""
     skipping = False
     while True:
         data = fh.read(cfg.chunk_bytes)
         if not data:
             if carry and final and not skipping:
-                yield carry, len(carry)  # the last line of a finished file
+                yield Piece(carry, len(carry), pos)  # the last line of a finished file
             elif carry and skipping and final:
-                yield b"", len(carry)
+                yield Piece(b"", len(carry), pos)
             return
         data = carry + data
         if skipping:
             newline = data.find(b"\n")
             if newline == -1:
-                yield b"", len(data)  # still inside the long line: drop it
+                yield Piece(b"", len(data), pos)  # still inside the long line: drop it
+                pos += len(data)
                 carry = b""
                 continue
-            yield b"", newline + 1
+            yield Piece(b"", newline + 1, pos)
+            pos += newline + 1
             data, skipping = data[newline + 1:], False
         cut = data.rfind(b"\n") + 1
         if cut == 0:
@@ -244,10 +247,12 @@ def _complete_chunks(fh: Any, cfg: ReadSettings, final: bool,
                 log.warning("%s: a line longer than %d bytes was skipped", path,
                             cfg.max_line_bytes)
                 skipping = True
-                yield b"", len(data)
+                yield Piece(b"", len(data), pos)
+                pos += len(data)
                 carry = b""
             else:
                 carry = data
             continue
-        yield data[:cut], cut
+        yield Piece(data[:cut], cut, pos)
+        pos += cut
         carry = data[cut:]

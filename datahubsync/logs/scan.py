@@ -8,20 +8,24 @@ only what the reader must decide: tokens with a public address that it
 has not passed on today (or, dedupe ``none``, every public token), with
 their counts and the offset of their first match. The reader then does per
 new address what it did before (the seen-set on disk, the record, the
-commit). Offsets come from Match objects while many tokens are new; once
-few are, from ``findall`` plus a ``bytes.find`` per new token (Match
-objects cost a quarter of the scan).
+commit). The scan is ``findall`` per 16 KiB of whole lines (a Match object
+per match would cost a quarter of it); a new token's offset is then found
+in the first segment that holds it (see ``TokenFilter._locate``).
 
 ``ChildScanner`` runs filters in workers forked before the pass starts its
 upload thread (``logs.scan_processes``, one per CPU by default), chunks
-going to them in turn, each worker one chunk ahead of the reader: the
-reader sends a chunk, then handles an earlier chunk's result while the
-workers scan. Lockstep, not a queue: a worker is sent its next chunk only
-after its result was received, so neither side ever blocks writing while
-the other writes too (a chunk is larger than a socket buffer). If a worker
-dies, the reader scans its chunks itself, with a fresh filter, and says so
-in the log; if the reader dies (kill -9), the workers read EOF, or fail
-writing, and exit.
+going to them in turn. The chunk's bytes do not travel: each worker holds
+the file itself (its descriptor, passed over the socket once per file) and
+reads the span with ``pread``; the reader sends the span, the day and a
+CRC-32 of the bytes it read, and a worker whose bytes differ (the file was
+rewritten in between) answers "not mine", so the reader scans that chunk.
+Each worker has up to DEPTH spans in hand, so it starts the next one while
+the reader commits. Requests are a few dozen bytes and never fill a socket
+buffer, so the reader never blocks writing, and a worker that blocks writing
+a large result waits only for the reader, which reads results in order. If
+a worker dies, the reader scans its chunks itself, with a fresh filter, and
+says so in the log; if the reader dies (kill -9), the workers read EOF, or
+fail writing, and exit.
 
 A filter marks a token as passed on when it sends it: the reader commits
 chunks in order, so by the time a later chunk is counted the token's
@@ -35,6 +39,7 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 import pickle
 import re
 import signal
@@ -42,20 +47,32 @@ import struct
 from collections import Counter, deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from itertools import repeat
-from typing import Any, Protocol
+from itertools import chain
+from multiprocessing.reduction import recv_handle, send_handle
+from typing import Any, NamedTuple, Protocol
 
 from datahubsync.core.cpus import usable_cpus
 from datahubsync.logs.cache import TwoGenerations
 from datahubsync.logs.parser import line_bounds, public_ip_value
 
+try:  # ~20x zlib's speed: a chunk's check costs microseconds
+    from zlib_ng.zlib_ng import crc32
+except ImportError:  # pragma: no cover - zlib-ng is a dependency; zlib does the same
+    from zlib import crc32
+
 log = logging.getLogger(__name__)
 Match = re.Match
-DAY = struct.Struct("<q")
+# A request: kind, day number, offset, length, CRC-32 of the span's bytes. NEW_FILE is
+# followed by the file's descriptor (SCM_RIGHTS); SPAN asks for that file's span.
+REQUEST = struct.Struct("<BqQQI")
+SPAN, NEW_FILE = 0, 1
+NOT_MINE = b""  # the worker's bytes were not the reader's
 MAX_AUTO_WORKERS = 4
-# New tokens located by bytes.find (~0.3 ms each, half a chunk away on average) rather
-# than by a second pass with Match objects (~4 ms a chunk)
-FIND_AT_MOST = 8
+DEPTH = 2  # spans a worker has in hand: it starts the next while the reader commits
+SEGMENT = 16 * 1024  # bytes of whole lines per findall: where a new token is searched
+# A segment's new tokens located by bytes.find and a check of their line (~5 µs each)
+# up to this many, beyond it by the segment's Match objects (~0.1 ms)
+FIND_AT_MOST = 16
 
 
 @dataclass
@@ -96,7 +113,6 @@ class TokenFilter:
         self.rejected: set[bytes] = set()
         self.rejected_old: set[bytes] = set()
         self.addresses: TwoGenerations[bytes, int] = TwoGenerations(self.limit)
-        self._many_new = True  # the last chunk had more new tokens than find is worth
 
     def __len__(self) -> int:
         return (len(self.passed) + len(self.passed_old) + len(self.rejected)
@@ -116,16 +132,13 @@ class TokenFilter:
         if not chunk:
             return Scan()
         self._turn(day)
-        group = self.group
-        # Match objects carry the offsets a new token's record needs, but cost a quarter
-        # of the scan; once new tokens are rare, findall and a find per new token are cheaper.
-        matches: list[re.Match[bytes]] | None = None
-        if self._many_new:
-            matches = list(self.pattern.finditer(chunk))
-            tokens = list(map(Match.group, matches, repeat(group)))
-        else:
-            tokens = self.pattern.findall(chunk)
-        counts = Counter(tokens)
+        # findall per segment of whole lines: no Match object per match (they cost a
+        # quarter of the scan), and each segment's tokens say roughly where a new
+        # token's first match is, so locating it searches one segment, not the chunk.
+        segments = _segments(chunk)
+        findall = self.pattern.findall
+        parts = [findall(chunk, begin, end) for begin, end in segments]
+        counts = Counter(chain.from_iterable(parts))
         counts.pop(None, None)  # type: ignore[call-overload]  # the group did not take part
         counts.pop(b"", None)
         result = Scan(lines=chunk.count(b"\n"))
@@ -133,36 +146,43 @@ class TokenFilter:
             fresh = self._addresses(counts, result)
         else:
             fresh = self._unpassed(counts, result)
-        self._many_new = len(fresh) > FIND_AT_MOST
         if fresh:
-            # first index of each token: the reversed zip writes the earliest index last
-            first = dict(zip(reversed(tokens), range(len(tokens) - 1, -1, -1), strict=True))
-            order = sorted(fresh, key=first.__getitem__)
-            found = None if matches is not None else self._find_firsts(chunk, order)
-            if found is None:
-                if matches is None:
-                    matches = list(self.pattern.finditer(chunk))
-                found = [matches[first[t]].start(group) for t in order]
-            result.tokens = order
-            result.counts = [counts[t] for t in order]
-            result.firsts = found
-            result.ips = [fresh[t] for t in order]
+            located = sorted(self._locate(chunk, segments, parts, fresh))
+            result.firsts = [at for at, _ in located]
+            result.tokens = [token for _, token in located]
+            result.counts = [counts[t] for t in result.tokens]
+            result.ips = [fresh[t] for t in result.tokens]
         return result
 
-    def _find_firsts(self, chunk: bytes, tokens: list[bytes]) -> list[int] | None:
-        """The offset of each token's first match, by ``find`` (None: many tokens, or
-        one not found as a match, which a pattern spanning lines could cause)."""
-        if len(tokens) > FIND_AT_MOST:
-            return None
-        found = []
-        for token in tokens:
-            at = chunk.find(token)
-            while at != -1 and not self._matches_at(chunk, at, token):
-                at = chunk.find(token, at + 1)  # inside a longer run, or not a match here
-            if at == -1:
-                return None
-            found.append(at)
-        return found
+    def _locate(self, chunk: bytes, segments: list[tuple[int, int]],
+                parts: list[list[Any]], tokens: dict[bytes, int]) -> list[tuple[int, bytes]]:
+        """(offset of the first match, token) for each of ``tokens``: in the first segment
+        whose matches hold it, by ``find`` checked against the pattern on that line, or,
+        for a segment with many of them, from the segment's Match objects."""
+        left = set(tokens)
+        located: list[tuple[int, bytes]] = []
+        group = self.group
+        for (begin, end), part in zip(segments, parts, strict=True):
+            here = left.intersection(part)
+            if not here:
+                continue
+            left -= here
+            if len(here) > FIND_AT_MOST:
+                for m in self.pattern.finditer(chunk, begin, end):
+                    token = m.group(group)
+                    if token in here:
+                        here.discard(token)
+                        located.append((m.start(group), token))
+                continue
+            for token in here:
+                at = chunk.find(token, begin, end)
+                while at != -1 and not self._matches_at(chunk, at, token):
+                    at = chunk.find(token, at + 1, end)  # inside a longer run, say
+                if at == -1:  # a match this check cannot see (one spanning lines)
+                    at = next(m.start(group) for m in self.pattern.finditer(chunk, begin, end)
+                              if m.group(group) == token)
+                located.append((at, token))
+        return located
 
     def _matches_at(self, chunk: bytes, at: int, token: bytes) -> bool:
         """Whether the pattern, run over the line holding ``at``, matches ``token`` there."""
@@ -221,12 +241,19 @@ class TokenFilter:
         return fresh
 
 
-Item = tuple[bytes, int]  # (chunk of complete lines, bytes of the file it consumed)
+class Piece(NamedTuple):
+    """Complete lines of a file (``chunk``), where they start (``offset``) and the bytes
+    of the file they account for (``consumed``: more when a long line was skipped)."""
+
+    chunk: bytes
+    consumed: int
+    offset: int
 
 
 class Scanner(Protocol):
-    def scans(self, items: Iterator[Item], day: int) -> Iterator[tuple[bytes, int, Scan]]:
-        """(chunk, consumed, its Scan) for each item; ``day``: the file's day number."""
+    def scans(self, pieces: Iterator[Piece], day: int,
+              fd: int) -> Iterator[tuple[Piece, Scan]]:
+        """Each piece of the file open as ``fd`` with its Scan; ``day``: the file's day."""
         ...
 
     def close(self) -> None: ...
@@ -238,16 +265,28 @@ class InlineScanner:
     def __init__(self, tokens: TokenFilter) -> None:
         self.tokens = tokens
 
-    def scans(self, items: Iterator[Item], day: int) -> Iterator[tuple[bytes, int, Scan]]:
-        for chunk, consumed in items:
-            yield chunk, consumed, self.tokens.scan(chunk, day)
+    def scans(self, pieces: Iterator[Piece], day: int,
+              fd: int) -> Iterator[tuple[Piece, Scan]]:
+        for piece in pieces:
+            yield piece, self.tokens.scan(piece.chunk, day)
 
     def close(self) -> None:
         pass
 
 
+def _segments(chunk: bytes) -> list[tuple[int, int]]:
+    """(begin, end) of runs of whole lines of about SEGMENT bytes covering ``chunk``."""
+    segments = []
+    begin, size = 0, len(chunk)
+    while begin < size:
+        end = chunk.find(b"\n", begin + SEGMENT) + 1 or size
+        segments.append((begin, end))
+        begin = end
+    return segments
+
+
 def _serve(conn: Any, readers: list[Any], tokens: TokenFilter) -> None:
-    """The worker: a day number and a chunk in, its Scan out, until EOF."""
+    """The worker: a span of the current file in, its Scan out, until EOF."""
     # Ctrl-C reaches the whole process group: the reader stops the pass, and the workers
     # then read EOF (a KeyboardInterrupt here would print a traceback per worker). SIGINT
     # was blocked across the fork, so one that came before this line is dropped with it
@@ -255,15 +294,24 @@ def _serve(conn: Any, readers: list[Any], tokens: TokenFilter) -> None:
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     for end in readers:  # the reader's ends (this worker's and earlier workers'): closed
         end.close()  # here, so that the reader's death is EOF for every worker at once
+    fd = -1
     while True:
         try:
-            (day,) = DAY.unpack(conn.recv_bytes())
-            chunk = conn.recv_bytes()
+            kind, day, offset, length, check = REQUEST.unpack(conn.recv_bytes())
+            if kind == NEW_FILE:
+                if fd >= 0:
+                    os.close(fd)
+                fd = recv_handle(conn)
+                continue
+            chunk = os.pread(fd, length, offset)
         except (EOFError, OSError):
             return
-        scan = tokens.scan(chunk, day)
+        if len(chunk) == length and crc32(chunk) == check:
+            reply = pickle.dumps(tokens.scan(chunk, day), pickle.HIGHEST_PROTOCOL)
+        else:
+            reply = NOT_MINE
         try:
-            conn.send_bytes(pickle.dumps(scan, pickle.HIGHEST_PROTOCOL))
+            conn.send_bytes(reply)
         except OSError:
             return
 
@@ -273,7 +321,7 @@ class _Worker:
 
     def __init__(self, tokens: TokenFilter, number: int, earlier: list[_Worker]) -> None:
         context = multiprocessing.get_context("fork")
-        self.conn, child = context.Pipe(duplex=True)
+        self.conn, child = context.Pipe(duplex=True)  # a socket pair: it carries descriptors
         readers = [self.conn, *(w.conn for w in earlier)]
         self.proc: Any = context.Process(target=_serve, args=(child, readers, tokens),
                                          name=f"dhs-logs-scan-{number}", daemon=True)
@@ -284,12 +332,18 @@ class _Worker:
             signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         child.close()
         self.alive = True
+        self.file = 0  # the number of the reader's file whose descriptor it holds
 
-    def send(self, chunk: bytes, day: int) -> None:
+    def send(self, piece: Piece, day: int, fd: int, file: int) -> None:
+        """Ask for ``piece`` of the reader's ``file``-th file, open as ``fd``."""
         if self.alive:
             try:
-                self.conn.send_bytes(DAY.pack(day))  # two messages: no 1 MiB copy to join them
-                self.conn.send_bytes(chunk)
+                if self.file != file:
+                    self.conn.send_bytes(REQUEST.pack(NEW_FILE, 0, 0, 0, 0))
+                    send_handle(self.conn, fd, self.proc.pid)
+                    self.file = file
+                self.conn.send_bytes(REQUEST.pack(SPAN, day, piece.offset, len(piece.chunk),
+                                                  crc32(piece.chunk)))
             except OSError:
                 self._lost()
             except BaseException:
@@ -297,10 +351,16 @@ class _Worker:
                 raise
 
     def receive(self) -> Scan | None:
-        """The Scan of the chunk sent last; None if the worker is gone."""
+        """The Scan of the oldest span sent; None if the worker is gone or its bytes
+        were not the reader's."""
         if self.alive:
             try:
-                scan: Scan = pickle.loads(self.conn.recv_bytes())
+                reply = self.conn.recv_bytes()
+                if reply == NOT_MINE:
+                    log.debug("the scanning process %s read other bytes; scanning here",
+                              self.proc.pid)
+                    return None
+                scan: Scan = pickle.loads(reply)
                 return scan
             except (EOFError, OSError):
                 self._lost()
@@ -331,7 +391,7 @@ class _Worker:
 
 
 class ChildScanner:
-    """Scans in forked workers, each one chunk ahead of the reader (see the module's text).
+    """Scans in forked workers, each with up to DEPTH spans in hand (see the module's text).
 
     Chunks go to the workers in turn; each worker has its own TokenFilter, so
     a token is new once per worker (the seen-set on disk then says it was
@@ -342,6 +402,7 @@ class ChildScanner:
     def __init__(self, tokens: TokenFilter, workers: int) -> None:
         self.tokens = tokens  # the workers' copies are used; this one only if one dies
         self._workers: list[_Worker] = []
+        self._files = 0  # each scans() call is a new file (descriptors get reused)
         try:
             for n in range(max(workers, 1)):
                 self._workers.append(_Worker(tokens, n, self._workers))
@@ -349,32 +410,38 @@ class ChildScanner:
             self.close()  # the ones already started
             raise
 
-    def _scan(self, worker: _Worker, chunk: bytes, day: int) -> Scan:
-        scan = worker.receive()
+    def _scan(self, worker: _Worker | None, chunk: bytes, day: int) -> Scan:
+        scan = worker.receive() if worker is not None else None
         return scan if scan is not None else self.tokens.scan(chunk, day)
 
-    def scans(self, items: Iterator[Item], day: int) -> Iterator[tuple[bytes, int, Scan]]:
-        sent: deque[tuple[Item, _Worker]] = deque()  # in order; each worker holds one
+    def scans(self, pieces: Iterator[Piece], day: int,
+              fd: int) -> Iterator[tuple[Piece, Scan]]:
+        self._files += 1
+        file = self._files
+        sent: deque[tuple[Piece, _Worker | None]] = deque()  # in order
+        turn = 0
         try:
-            for item in items:  # reading the next chunk overlaps the workers' scans
-                if len(sent) < len(self._workers):
-                    worker = self._workers[len(sent)]
-                    worker.send(item[0], day)
-                    sent.append((item, worker))
-                    continue
-                (chunk, consumed), worker = sent.popleft()
-                scan = self._scan(worker, chunk, day)
-                worker.send(item[0], day)  # only now: it has nothing left to write
-                sent.append((item, worker))
-                yield chunk, consumed, scan
+            for piece in pieces:  # reading the next chunk overlaps the workers' scans
+                worker = None
+                if piece.chunk:  # a skipped long line has nothing to scan
+                    worker = self._workers[turn % len(self._workers)]
+                    turn += 1
+                    worker.send(piece, day, fd, file)
+                    if not worker.alive:
+                        worker = None
+                sent.append((piece, worker))
+                if len(sent) > DEPTH * len(self._workers):
+                    oldest, holder = sent.popleft()
+                    yield oldest, self._scan(holder, oldest.chunk, day)
             while sent:
-                (chunk, consumed), worker = sent[0]
-                scan = self._scan(worker, chunk, day)
+                oldest, holder = sent[0]
+                scan = self._scan(holder, oldest.chunk, day)
                 sent.popleft()
-                yield chunk, consumed, scan
+                yield oldest, scan
         finally:
-            for _, worker in sent:  # the reader stopped early: keep the next file in step
-                worker.receive()
+            for _, holder in sent:  # the reader stopped early: keep the next file in step
+                if holder is not None:
+                    holder.receive()
 
     def close(self) -> None:
         for worker in self._workers:
