@@ -3,11 +3,13 @@ the memory holds, however many workers, and when a worker or the reader dies."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import random
 import re
 import signal
+import sqlite3
 import subprocess
 import time
 from collections.abc import Iterator
@@ -326,7 +328,19 @@ def pass_under_way(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[bytes], in
         wait_until(scanning, "two scanning processes", timeout=30, interval=0.02, fail=False)
         reader, workers = found
         assert len(workers) == 2, "the pass should have started two scanning processes"
-        time.sleep(0.3)  # mid-pass
+        queue_db = tmp_path / "client" / "logs" / "queue.db"
+
+        def a_chunk_committed() -> bool:  # mid-pass: the first chunk's offset is on disk
+            if proc.poll() is not None or not queue_db.exists():
+                return proc.poll() is not None
+            with contextlib.closing(sqlite3.connect(queue_db, timeout=30)) as db:
+                try:
+                    return bool(db.execute("SELECT 1 FROM files WHERE offset > 0").fetchone())
+                except sqlite3.OperationalError:  # the schema is being created
+                    return False
+
+        wait_until(a_chunk_committed, "a first chunk committed", timeout=60, interval=0.02,
+                   fail=False)
         assert proc.poll() is None, "the pass ended before it could be interrupted"
         yield proc, reader, workers
     finally:
