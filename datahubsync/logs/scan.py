@@ -30,9 +30,11 @@ fail writing, and exit.
 A filter marks a token as passed on when it sends it: the reader commits
 chunks in order, so by the time a later chunk is counted the token's
 record or seen-set row is in the same database; if a commit fails the
-pass ends, and the workers with it. Each worker's filter is its own, so a
-token is new once per worker; the seen-set on disk then says it was seen
-today, and the counts come out the same as with one filter.
+pass ends, and the workers with it. Each worker's filter is its own; the
+tokens one worker passed on are sent to the others with their next span
+(after the reader committed them), so a token is new to a second worker
+only in the spans it already had in hand. There the seen-set on disk says
+it was seen today, and the counts come out the same as with one filter.
 """
 
 from __future__ import annotations
@@ -127,6 +129,12 @@ class TokenFilter:
             self.rejected_old = self.rejected if keep else set()
             self.passed, self.rejected = set(), set()
             self.addresses.rotate_if_full()
+
+    def learn(self, tokens: list[bytes], day: int) -> None:
+        """Tokens another worker passed on for ``day`` (their chunks are committed):
+        not new here either, so the reader does not ask the disk about them again."""
+        self._turn(day)
+        self.passed.update(tokens)
 
     def scan(self, chunk: bytes, day: int) -> Scan:
         if not chunk:
@@ -303,9 +311,12 @@ def _serve(conn: Any, readers: list[Any], tokens: TokenFilter) -> None:
                     os.close(fd)
                 fd = recv_handle(conn)
                 continue
+            learned = conn.recv_bytes()
             chunk = os.pread(fd, length, offset)
         except (EOFError, OSError):
             return
+        if learned:
+            tokens.learn(pickle.loads(learned), day)
         if len(chunk) == length and crc32(chunk) == check:
             reply = pickle.dumps(tokens.scan(chunk, day), pickle.HIGHEST_PROTOCOL)
         else:
@@ -333,6 +344,7 @@ class _Worker:
         child.close()
         self.alive = True
         self.file = 0  # the number of the reader's file whose descriptor it holds
+        self.learned: list[bytes] = []  # passed on by the other workers since its last span
 
     def send(self, piece: Piece, day: int, fd: int, file: int) -> None:
         """Ask for ``piece`` of the reader's ``file``-th file, open as ``fd``."""
@@ -344,6 +356,8 @@ class _Worker:
                     self.file = file
                 self.conn.send_bytes(REQUEST.pack(SPAN, day, piece.offset, len(piece.chunk),
                                                   crc32(piece.chunk)))
+                self.conn.send_bytes(pickle.dumps(self.learned) if self.learned else b"")
+                self.learned = []
             except OSError:
                 self._lost()
             except BaseException:
@@ -411,13 +425,23 @@ class ChildScanner:
             raise
 
     def _scan(self, worker: _Worker | None, chunk: bytes, day: int) -> Scan:
+        """The chunk's Scan; the tokens it passed on are told to the other workers with
+        their next span (sent only after the caller committed this chunk)."""
         scan = worker.receive() if worker is not None else None
-        return scan if scan is not None else self.tokens.scan(chunk, day)
+        if scan is None:
+            scan = self.tokens.scan(chunk, day)
+        if scan.tokens and self.tokens.dedupe != "none":
+            for other in self._workers:
+                if other is not worker and other.alive:
+                    other.learned.extend(scan.tokens)
+        return scan
 
     def scans(self, pieces: Iterator[Piece], day: int,
               fd: int) -> Iterator[tuple[Piece, Scan]]:
         self._files += 1
         file = self._files
+        for worker in self._workers:
+            worker.learned = []  # of the last file's day
         sent: deque[tuple[Piece, _Worker | None]] = deque()  # in order
         turn = 0
         try:
