@@ -56,6 +56,8 @@ GOALS = {"ours": 1.0, "ours-anchored": 0.8}  # x grep | sort -u
 def extraction(work: Path, files: list[Path], runs: int) -> dict[str, object]:
     """``logs once`` with the defaults and with ``ip_regex`` anchored, against grep | sort -u."""
     (work / "empty").mkdir(exist_ok=True)
+    # a fresh ingest store: the last runs' records (283 000 a run) would slow `serve`
+    shutil.rmtree(work / "hubstate", ignore_errors=True)
     hub = Hub(work, work / "empty", logs_ingest={"api_keys": [KEY]}).start()
     dhs = bd._tool("datahubsync")
     tools = [*VARIANTS, "grep"]
