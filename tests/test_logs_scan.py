@@ -127,6 +127,16 @@ def test_first_matches_are_exact_across_segments_with_few_or_many_new_tokens(
         assert scan.firsts == sorted(scan.firsts)
 
 
+def test_a_match_spanning_lines_is_located_by_the_segments_match_objects() -> None:
+    """``find`` and a check of the token's own line cannot see a match that starts on the
+    line before: such a token is located from its segment's Match objects."""
+    pattern = re.compile(rb"via\n([0-9][0-9.]{6,})")
+    flt = TokenFilter(pattern, "global", 1000)
+    chunk = b"x 8.8.8.8 alone\nvia\n8.8.8.8 here\n"
+    scan = flt.scan(chunk, 1)
+    assert scan.tokens == [b"8.8.8.8"] and scan.firsts == [chunk.index(b"via\n") + 4]
+
+
 def test_dedupe_none_passes_every_public_token_of_every_chunk() -> None:
     rng = random.Random(3)
     flt = TokenFilter(TOKEN_RE, "none", 3)

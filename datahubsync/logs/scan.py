@@ -63,7 +63,6 @@ except ImportError:  # pragma: no cover - zlib-ng is a dependency; zlib does the
     from zlib import crc32
 
 log = logging.getLogger(__name__)
-Match = re.Match
 # A request: kind, day number, offset, length, CRC-32 of the span's bytes. NEW_FILE is
 # followed by the file's descriptor (SCM_RIGHTS); SPAN asks for that file's span.
 REQUEST = struct.Struct("<BqQQI")
@@ -175,21 +174,23 @@ class TokenFilter:
             if not here:
                 continue
             left -= here
-            if len(here) > FIND_AT_MOST:
+            unseen = here  # many: all from the segment's Match objects
+            if len(here) <= FIND_AT_MOST:
+                unseen = set()
+                for token in here:
+                    at = chunk.find(token, begin, end)
+                    while at != -1 and not self._matches_at(chunk, at, token):
+                        at = chunk.find(token, at + 1, end)  # inside a longer run, say
+                    if at == -1:  # a match this check cannot see (one spanning lines)
+                        unseen.add(token)
+                    else:
+                        located.append((at, token))
+            if unseen:
                 for m in self.pattern.finditer(chunk, begin, end):
                     token = m.group(group)
-                    if token in here:
-                        here.discard(token)
+                    if token in unseen:
+                        unseen.discard(token)
                         located.append((m.start(group), token))
-                continue
-            for token in here:
-                at = chunk.find(token, begin, end)
-                while at != -1 and not self._matches_at(chunk, at, token):
-                    at = chunk.find(token, at + 1, end)  # inside a longer run, say
-                if at == -1:  # a match this check cannot see (one spanning lines)
-                    at = next(m.start(group) for m in self.pattern.finditer(chunk, begin, end)
-                              if m.group(group) == token)
-                located.append((at, token))
         return located
 
     def _matches_at(self, chunk: bytes, at: int, token: bytes) -> bool:
