@@ -181,6 +181,12 @@ def test_writes_the_config_and_a_0600_tokens_file(tmp_path: Path) -> None:
                      "--listen", "127.0.0.1:8081", "--config", str(trusted), "--json"]).json()
     assert again["upstream"] == "127.0.0.1:9001" and again["warnings"] == []
     assert "listen 127.0.0.1:8081;" in main.read_text()
+    # nginx's open_file_cache, for /files only, unless turned off
+    files_block = text[text.index("location ^~ /files/"):]
+    assert "open_file_cache_valid 1s;" in files_block
+    assert "open_file_cache" not in text[:text.index("location ^~ /files/")]
+    run_cli(["serve", "nginx-config", "--out", str(out), "--file-cache-valid", "0"], config=cfg)
+    assert "open_file_cache" not in main.read_text()
     bad = write_yaml(tmp_path / "bad.yaml", {"serve": {"api_tokens": ["has space"]}})
     assert "whitespace" in run_cli(["serve", "nginx-config", "--out", str(out)],
                                    config=bad, expect=2).err
@@ -498,3 +504,26 @@ def test_pictures_through_the_front_come_from_nginx_one_get_each(front: Front) -
     served = front.upstreams()[before:]
     assert [status for target, status, _ in served if "bundle" in target] == ["404"]
     assert all(upstream == "-" for _, _, upstream in served), served
+
+
+def test_a_new_picture_is_seen_at_once_and_a_replaced_one_once_the_cache_expires(
+        front: Front) -> None:
+    """nginx keeps open descriptors of /files for --file-cache-valid (1 s) but no lookup
+    errors: a picture written after a 404 is served at once, and one replaced by a
+    rename is served new once the second is over (polled, generous bound)."""
+    name = "D:\\pic\\2025\\10\\01\\fresh.jpg"
+    path = front.tree.root / "2025" / "10" / "01" / "fresh.jpg"
+    url = file_url_path(name)
+    try:
+        assert front.get(url, _bearer())[:3:2] == (404, b"")
+        path.write_bytes(b"first")
+        assert front.get(url, _bearer())[:3:2] == (200, b"first")
+        (path.parent / "fresh.tmp").write_bytes(b"second!")
+        os.replace(path.parent / "fresh.tmp", path)
+        wait_until(lambda: front.get(url, _bearer())[:3:2] == (200, b"second!"),
+                   "the replaced picture through nginx", timeout=30, interval=0.2)
+        path.unlink()
+        wait_until(lambda: front.get(url, _bearer())[0] == 404,
+                   "the removed picture to be gone through nginx", timeout=30, interval=0.2)
+    finally:
+        path.unlink(missing_ok=True)

@@ -78,10 +78,16 @@ def serve(ctx: click.Context, host: str | None, port: int | None, data_root: Pat
 @click.option("--upstream", help="serve's host:port as nginx reaches it; several instances "
                                  "side by side: comma-separated (default: serve.host:serve.port, "
                                  "a wildcard host as loopback)")
+@click.option("--file-cache-valid", type=click.IntRange(min=0), default=1, show_default=True,
+              metavar="SECONDS",
+              help="/files: nginx keeps open descriptors and stats of pictures this long "
+                   "(open_file_cache); a picture replaced within it may be answered as it "
+                   "was; 0 = off")
 @json_option
 @click.pass_context
 @run_command
-def nginx_config(ctx: click.Context, out_dir: Path, listen: str, upstream: str | None) -> int:
+def nginx_config(ctx: click.Context, out_dir: Path, listen: str, upstream: str | None,
+                 file_cache_valid: int) -> int:
     """Write an nginx front-end: files from disk, the rest proxied to serve.
 
     nginx serves /package/NAME.zip and /manifest/NAME.json (through the links
@@ -98,7 +104,8 @@ def nginx_config(ctx: click.Context, out_dir: Path, listen: str, upstream: str |
     cfg = loaded.config.serve
     cache_dir = cfg.cache_dir or loaded.state_dir / "packages"
     try:
-        settings = nginxconf.settings_from(cfg, cache_dir, listen, upstream, out_dir)
+        settings = nginxconf.settings_from(cfg, cache_dir, listen, upstream, out_dir,
+                                           file_cache_valid)
         main, tokens = nginxconf.write_config(settings)
     except (nginxconf.NginxConfigError, ValueError) as exc:
         raise ConfigError(str(exc)) from None

@@ -116,6 +116,9 @@ class PicturesServeKeys(Section):
 
     picture_roots: list[PictureRoot] = Field(default_factory=list)  # GET /files/...; [] = off
     picture_stale_after: float = Field(86400, gt=0)  # doctor warns: no picture sent for this long
+    # per serve process: copies of small pictures answered from memory (0 = off)
+    picture_cache_bytes: int = Field(64 * 1024 * 1024, ge=0)
+    picture_cache_file_bytes: int = Field(1024 * 1024, ge=0, le=1024 * 1024)  # larger: sendfile
     legacy_tcp: LegacyTcpConfig | None = None  # the old clients' TCP protocol; needs picture_roots
 
     @field_validator("legacy_tcp")

@@ -19,6 +19,10 @@ Per-request work is kept small because it dominates for 200 KB files: the
 path is parsed in memory, the confined walk, the stat and the open run on the
 event loop instead of in two executor round trips (see INLINE_OPEN), and there
 is no probing for ``.gz``/``.br`` variants (pictures are not precompressed).
+A plain ``GET`` (no Range, no conditional header) of a file up to
+``serve.picture_cache_file_bytes`` is answered from a per-process copy in memory
+(:mod:`datahubsync.core.hotfiles`, checked against the request's own ``lstat``),
+with the very headers FileResponse sends; every other request takes FileResponse.
 """
 
 from __future__ import annotations
@@ -31,10 +35,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import hdrs, web
-from aiohttp.web_fileresponse import NOSENDFILE, _FileResponseResult
+from aiohttp.web_fileresponse import (
+    CONTENT_TYPES,
+    FALLBACK_CONTENT_TYPE,
+    NOSENDFILE,
+    _FileResponseResult,
+)
 
 from datahubsync.core.auth import presented_token, token_matches
 from datahubsync.core.config import LoadedConfig
+from datahubsync.core.hotfiles import Copy, HotFiles
 from datahubsync.core.httprange import normalise
 from datahubsync.core.metrics import Metrics
 from datahubsync.pictures.lastsend import LastSend, last_send_path
@@ -45,6 +55,9 @@ log = logging.getLogger(__name__)
 ROUTE = r"/files/{path:[\s\S]+}"  # any character: control ones get the same 404
 TRANSPORT = "http"
 SEND_PIECE = 1024 * 1024  # bytes per sendfile call, each within send_timeout
+# Requests with any of these take FileResponse, which implements their semantics.
+NOT_FROM_MEMORY = (hdrs.RANGE, hdrs.IF_RANGE, hdrs.IF_NONE_MATCH, hdrs.IF_MODIFIED_SINCE,
+                   hdrs.IF_MATCH, hdrs.IF_UNMODIFIED_SINCE)
 
 
 @dataclass(frozen=True)
@@ -55,6 +68,7 @@ class PictureService:
     tokens: tuple[str, ...]
     stats: SendStats
     send_timeout: float  # serve.send_timeout: seconds a send may make no progress
+    hot: HotFiles[dict[str, str]]  # this process's copies of small, often-read pictures
 
 
 SERVICE = web.AppKey("pictures_service", PictureService)
@@ -181,13 +195,76 @@ class PictureFileResponse(web.FileResponse):
         return writer
 
 
+def memory_headers(local: str, st: os.stat_result) -> dict[str, str]:
+    """The headers FileResponse sends for this file (bar Content-Length and Date),
+    worked out once per copy kept in memory."""
+    kind = CONTENT_TYPES.guess_type(local)[0] or FALLBACK_CONTENT_TYPE
+    probe = web.StreamResponse()  # aiohttp's own formatting of ETag and Last-Modified
+    probe.etag = f"{st.st_mtime_ns:x}-{st.st_size:x}"
+    probe.last_modified = st.st_mtime
+    return {hdrs.CONTENT_TYPE: kind, hdrs.ETAG: probe.headers[hdrs.ETAG],
+            hdrs.LAST_MODIFIED: probe.headers[hdrs.LAST_MODIFIED], hdrs.ACCEPT_RANGES: "bytes"}
+
+
+class MemoryFileResponse(web.Response):
+    """A picture's bytes from memory, dropped after ``send_timeout`` as a sendfile piece
+    is (the copies are at most one SEND_PIECE)."""
+
+    def __init__(self, copy: Copy[dict[str, str]], send_timeout: float,
+                 stats: SendStats) -> None:
+        super().__init__(body=copy.data, headers=copy.meta)
+        self._send_timeout = send_timeout
+        self._stats = stats
+        self._expired = False
+
+    def _expire(self, transport: asyncio.BaseTransport) -> None:
+        self._expired = True
+        transport.abort()
+
+    async def write_eof(self, data: bytes = b"") -> None:
+        transport = self._req.transport if self._req is not None else None
+        timer = (asyncio.get_running_loop().call_later(self._send_timeout, self._expire,
+                                                       transport)
+                 if transport is not None else None)
+        try:
+            await super().write_eof(data)
+        except (ConnectionError, OSError):
+            if not self._expired:
+                self._stats.error(TRANSPORT, "client_gone")
+                raise
+        finally:
+            if timer is not None:
+                timer.cancel()
+        if self._expired:  # aborted: the drain may end without an error
+            self._stats.error(TRANSPORT, "send_timeout")
+            raise SendTimedOut("the client stopped reading (serve.send_timeout)")
+
+
+def from_memory(request: web.Request, mapped: Mapped | None,
+                service: PictureService) -> web.StreamResponse | None:
+    """The answer from this process's copy of the file, or None: FileResponse answers."""
+    if (mapped is None or not service.hot.enabled or request.method != hdrs.METH_GET
+            or any(name in request.headers for name in NOT_FROM_MEMORY)):
+        return None
+    found = resolve_beneath(mapped.root.path, mapped.parts)
+    if found is None:
+        return None  # FileResponse answers the 404 and counts it
+    hits = service.hot.hits
+    copy = service.hot.get(mapped.local, found[0], found[1])
+    if copy is None:
+        return None
+    service.stats.sent(TRANSPORT, len(copy.data), memory=service.hot.hits > hits)
+    return MemoryFileResponse(copy, service.send_timeout, service.stats)
+
+
 async def get_file(request: web.Request) -> web.StreamResponse:
     service = request.app[SERVICE]
     if not token_matches(presented_token(request.headers), service.tokens):
         service.stats.error(TRANSPORT, "unauthorized")
         return web.Response(status=401, headers={"WWW-Authenticate": "Bearer"})
     mapped = map_path(url_path_to_client(request.match_info["path"]), service.roots)
-    return PictureFileResponse(mapped, service.stats, service.send_timeout)
+    return (from_memory(request, mapped, service)
+            or PictureFileResponse(mapped, service.stats, service.send_timeout))
 
 
 def setup(app: web.Application, loaded: LoadedConfig, metrics: Metrics) -> None:
@@ -201,6 +278,7 @@ def setup(app: web.Application, loaded: LoadedConfig, metrics: Metrics) -> None:
             log.warning("picture root %s -> %s is not a directory (yet): its files get 404",
                         root.label, root.path)
     stats = SendStats(metrics, LastSend(last_send_path(loaded.state_dir)))
-    app[SERVICE] = PictureService(roots, tuple(cfg.api_tokens), stats, cfg.send_timeout)
+    hot = HotFiles(cfg.picture_cache_bytes, cfg.picture_cache_file_bytes, memory_headers)
+    app[SERVICE] = PictureService(roots, tuple(cfg.api_tokens), stats, cfg.send_timeout, hot)
     app.router.add_get(ROUTE, get_file)
     app.cleanup_ctx.append(stats.background)

@@ -7,6 +7,8 @@ cost matters for 200 KB files. Metric names:
 - ``datahubsync_pictures_files_sent_total{transport}``
 - ``datahubsync_pictures_bytes_sent_total{transport}``
 - ``datahubsync_pictures_errors_total{transport,reason}``
+- ``datahubsync_pictures_memory_total{result}``: ``/files`` answers looked up in
+  the in-memory copies (``hit``: answered from memory, ``miss``: read first)
 - ``datahubsync_pictures_last_send_timestamp_seconds`` (Unix time of the last
   successful send by any worker, also across restarts; absent until the first one)
 """
@@ -29,6 +31,7 @@ FILES = "datahubsync_pictures_files_sent_total"
 BYTES = "datahubsync_pictures_bytes_sent_total"
 ERRORS = "datahubsync_pictures_errors_total"
 LAST_SEND = "datahubsync_pictures_last_send_timestamp_seconds"
+MEMORY = "datahubsync_pictures_memory_total"
 
 
 @dataclass
@@ -44,9 +47,14 @@ class SendStats:
         self.metrics.describe(ERRORS, "counter", "Picture requests refused or failed, by reason")
         self.metrics.describe(LAST_SEND, "gauge",
                               "Unix time of the last picture sent (any worker, any transport)")
+        self.metrics.describe(MEMORY, "counter",
+                              "/files answers looked up in memory: hit, or miss (read first)")
 
-    def sent(self, transport: str, nbytes: int) -> None:
+    def sent(self, transport: str, nbytes: int, memory: bool | None = None) -> None:
+        """One file sent; ``memory``: from a copy in memory (True), read first (False)."""
         now = time.time()
+        if memory is not None:
+            self.metrics.inc(MEMORY, result="hit" if memory else "miss")
         self.metrics.inc(FILES, transport=transport)
         self.metrics.inc(BYTES, nbytes, transport=transport)
         self.last_send.mark(now)
