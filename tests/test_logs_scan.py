@@ -11,6 +11,7 @@ import re
 import signal
 import sqlite3
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -404,3 +405,46 @@ def _alive(pid: int) -> bool:
     except OSError:
         return False
     return state != "Z"
+
+
+READ_ALL_IN_A_CHILD = r"""
+import sys, time
+from pathlib import Path
+from datahubsync.logs.queue import LogQueue
+from datahubsync.logs.reader import ReadSettings, new_tokens, read_file
+from datahubsync.logs.scan import ChildScanner
+cfg = ReadSettings(botnet_type="ramnit", dedupe="global", timestamp_source="line",
+                   prefix_chars=60, chunk_bytes=1 << 20, max_line_bytes=65536,
+                   stable_seconds=0, max_memory_ips=1_000_000)
+queue = LogQueue(Path(sys.argv[2]))
+scanner = ChildScanner(new_tokens(cfg), 2)
+try:
+    read_file(Path(sys.argv[1]), queue, cfg, time.time() + 86400 * 3650, None, scanner)
+finally:
+    scanner.close()
+print(queue.depth())
+"""
+
+
+def test_large_results_both_ways_never_block_reader_and_worker_on_each_other(
+        tmp_path: Path) -> None:
+    """1 MiB chunks of addresses all new: a worker's result and the tokens sent to it
+    with its next span are each larger than a socket buffer. Were both sides to write
+    at once, each would wait for the other to read: the pass would never end. It runs
+    in a child (a generous bound, then killed) so that such a hang fails the test."""
+    log_file = tmp_path / "ramnit_2025-12-09_10.log"
+    lines: list[bytes] = []
+    size = n = 0
+    while size < 10 * (1 << 20):
+        n += 1
+        ip = f"{11 + n // 65536 % 200}.{n // 256 % 256}.{n % 256}.{1 + n % 250}"
+        lines.append(f"2025-12-09 10:00:00 hit from {ip}:80\n".encode())
+        size += len(lines[-1])
+    log_file.write_bytes(b"".join(lines))
+    expected = {public_ip_value(line.split(b" from ")[1].split(b":")[0]) for line in lines}
+    expected.discard(0)  # not public
+    child = subprocess.run(
+        [sys.executable, "-c", READ_ALL_IN_A_CHILD, str(log_file), str(tmp_path / "q.db")],
+        capture_output=True, text=True, timeout=300, env=clean_env(), cwd=Path.cwd())
+    assert child.returncode == 0, child.stderr
+    assert int(child.stdout.split()[-1]) == len(expected)

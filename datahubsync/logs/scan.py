@@ -20,9 +20,13 @@ reads the span with ``pread``; the reader sends the span, the day and a
 CRC-32 of the bytes it read, and a worker whose bytes differ (the file was
 rewritten in between) answers "not mine", so the reader scans that chunk.
 Each worker has up to DEPTH spans in hand, so it starts the next one while
-the reader commits. Requests are a few dozen bytes and never fill a socket
-buffer, so the reader never blocks writing, and a worker that blocks writing
-a large result waits only for the reader, which reads results in order. If
+the reader commits. Both directions can carry more than a socket buffer
+holds (a span's result; the tokens other workers passed on, sent with a
+span), so a worker writes its results from a thread of its own and always
+goes on reading: the reader's write never waits for a worker that waits for
+the reader to read (each side blocked writing to the other: with 4 MiB
+chunks of new addresses, a pass that never ended). The reader reads results
+in order, and it has at most DEPTH + 1 spans out per worker. If
 a worker dies, the reader scans its chunks itself, with a fresh filter, and
 says so in the log; if the reader dies (kill -9), the workers read EOF, or
 fail writing, and exit.
@@ -43,9 +47,11 @@ import logging
 import multiprocessing
 import os
 import pickle
+import queue
 import re
 import signal
 import struct
+import threading
 from collections import Counter, deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -303,25 +309,39 @@ def _serve(conn: Any, readers: list[Any], tokens: TokenFilter) -> None:
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
     for end in readers:  # the reader's ends (this worker's and earlier workers'): closed
         end.close()  # here, so that the reader's death is EOF for every worker at once
+    replies: queue.SimpleQueue[bytes | None] = queue.SimpleQueue()
+    writer = threading.Thread(target=_write_replies, args=(conn, replies), daemon=True,
+                              name="dhs-logs-scan-replies")
+    writer.start()
     fd = -1
-    while True:
-        try:
-            kind, day, offset, length, check = REQUEST.unpack(conn.recv_bytes())
-            if kind == NEW_FILE:
-                if fd >= 0:
-                    os.close(fd)
-                fd = recv_handle(conn)
-                continue
-            learned = conn.recv_bytes()
-            chunk = os.pread(fd, length, offset)
-        except (EOFError, OSError):
-            return
-        if learned:
-            tokens.learn(pickle.loads(learned), day)
-        if len(chunk) == length and crc32(chunk) == check:
-            reply = pickle.dumps(tokens.scan(chunk, day), pickle.HIGHEST_PROTOCOL)
-        else:
-            reply = NOT_MINE
+    try:
+        while True:
+            try:
+                kind, day, offset, length, check = REQUEST.unpack(conn.recv_bytes())
+                if kind == NEW_FILE:
+                    if fd >= 0:
+                        os.close(fd)
+                    fd = recv_handle(conn)
+                    continue
+                learned = conn.recv_bytes()
+                chunk = os.pread(fd, length, offset)
+            except (EOFError, OSError):
+                return
+            if learned:
+                tokens.learn(pickle.loads(learned), day)
+            if len(chunk) == length and crc32(chunk) == check:
+                replies.put(pickle.dumps(tokens.scan(chunk, day), pickle.HIGHEST_PROTOCOL))
+            else:
+                replies.put(NOT_MINE)
+            if not writer.is_alive():  # the reader is gone (a write failed)
+                return
+    finally:
+        replies.put(None)
+
+
+def _write_replies(conn: Any, replies: queue.SimpleQueue[bytes | None]) -> None:
+    """The worker's results, in order, until None or the reader is gone."""
+    while (reply := replies.get()) is not None:
         try:
             conn.send_bytes(reply)
         except OSError:
