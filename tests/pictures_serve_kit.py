@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import socket
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +50,24 @@ class PictureHub:
         wait_until(reached, f"{name} to reach {at_least}", timeout=timeout, interval=0.1,
                    fail=False)
         return value
+
+    def unread_until_dropped(self, request: bytes) -> int:
+        """Send ``request`` and read nothing: serve must drop the connection after
+        serve.send_timeout, counted once as such. Returns the bytes that were in the
+        buffers by then."""
+        port = int(self.url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=60) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+            sock.sendall(request)
+            dropped = self.wait_metric("datahubsync_pictures_errors_total", 1, timeout=60,
+                                       transport="http", reason="send_timeout")
+            assert dropped == 1
+            received = 0
+            while chunk := sock.recv(1024 * 1024):  # what was in the buffers, then EOF
+                received += len(chunk)
+        assert self.metric("datahubsync_pictures_errors_total", transport="http",
+                           reason="client_gone") == 0  # counted once, as send_timeout
+        return received
 
 
 def start_picture_hub(tmp: Path, legacy: dict[str, Any] | None = None,

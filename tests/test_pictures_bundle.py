@@ -287,19 +287,7 @@ def test_a_client_that_stops_reading_is_dropped_after_send_timeout(tmp_path: Pat
             request = (b"GET %s HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n\r\n"
                        % (file_url_path(names[0]).encode(), TOKEN.encode()))
             asked = size
-        port = int(picture_hub.url.rsplit(":", 1)[1])
-        with socket.create_connection(("127.0.0.1", port), timeout=60) as sock:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
-            sock.sendall(request)
-            dropped = picture_hub.wait_metric("datahubsync_pictures_errors_total", 1,
-                                              timeout=60, transport="http",
-                                              reason="send_timeout")
-            assert dropped == 1
-            received = 0
-            while chunk := sock.recv(1024 * 1024):  # what was in the buffers, then EOF
-                received += len(chunk)
+        received = picture_hub.unread_until_dropped(request)
         assert received < asked / 2, "most of the answer was never sent"
-        assert picture_hub.metric("datahubsync_pictures_errors_total", transport="http",
-                                  reason="client_gone") == 0  # counted once, as send_timeout
     finally:
         picture_hub.hub.stop()
