@@ -208,11 +208,12 @@ def memory_headers(local: str, st: os.stat_result) -> dict[str, str]:
 
 class MemoryFileResponse(web.Response):
     """A picture's bytes from memory, dropped after ``send_timeout`` as a sendfile piece
-    is (the copies are at most one SEND_PIECE)."""
+    is (the copies are at most one SEND_PIECE); counted as sent once written."""
 
-    def __init__(self, copy: Copy[dict[str, str]], send_timeout: float,
+    def __init__(self, copy: Copy[dict[str, str]], hit: bool, send_timeout: float,
                  stats: SendStats) -> None:
         super().__init__(body=copy.data, headers=copy.meta)
+        self._hit, self._size = hit, len(copy.data)
         self._send_timeout = send_timeout
         self._stats = stats
         self._expired = False
@@ -238,6 +239,7 @@ class MemoryFileResponse(web.Response):
         if self._expired:  # aborted: the drain may end without an error
             self._stats.error(TRANSPORT, "send_timeout")
             raise SendTimedOut("the client stopped reading (serve.send_timeout)")
+        self._stats.sent(TRANSPORT, self._size, memory=self._hit)
 
 
 def from_memory(request: web.Request, mapped: Mapped | None,
@@ -253,8 +255,8 @@ def from_memory(request: web.Request, mapped: Mapped | None,
     copy = service.hot.get(mapped.local, found[0], found[1])
     if copy is None:
         return None
-    service.stats.sent(TRANSPORT, len(copy.data), memory=service.hot.hits > hits)
-    return MemoryFileResponse(copy, service.send_timeout, service.stats)
+    return MemoryFileResponse(copy, service.hot.hits > hits, service.send_timeout,
+                              service.stats)
 
 
 async def get_file(request: web.Request) -> web.StreamResponse:
@@ -263,8 +265,10 @@ async def get_file(request: web.Request) -> web.StreamResponse:
         service.stats.error(TRANSPORT, "unauthorized")
         return web.Response(status=401, headers={"WWW-Authenticate": "Bearer"})
     mapped = map_path(url_path_to_client(request.match_info["path"]), service.roots)
-    return (from_memory(request, mapped, service)
-            or PictureFileResponse(mapped, service.stats, service.send_timeout))
+    answer = from_memory(request, mapped, service)
+    if answer is None:
+        answer = PictureFileResponse(mapped, service.stats, service.send_timeout)
+    return answer
 
 
 def setup(app: web.Application, loaded: LoadedConfig, metrics: Metrics) -> None:
