@@ -24,7 +24,7 @@ lint: $(STAMP)
 test: $(STAMP)
 	sh scripts/test_system_deps.sh
 	$(BIN)/ruff check .
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q --durations=25
 
 binary: $(STAMP)
 	PYTHON=$(BIN)/python packaging/build.sh onefile
