@@ -55,6 +55,8 @@ log = logging.getLogger(__name__)
 ROUTE = r"/files/{path:[\s\S]+}"  # any character: control ones get the same 404
 TRANSPORT = "http"
 SEND_PIECE = 1024 * 1024  # bytes per sendfile call, each within send_timeout
+Found = tuple[str, os.stat_result]  # resolve_beneath's answer: the confined path, its lstat
+UNWALKED = object()  # the confined walk has not been made for this request yet
 # Requests with any of these take FileResponse, which implements their semantics.
 NOT_FROM_MEMORY = (hdrs.RANGE, hdrs.IF_RANGE, hdrs.IF_NONE_MATCH, hdrs.IF_MODIFIED_SINCE,
                    hdrs.IF_MATCH, hdrs.IF_UNMODIFIED_SINCE)
@@ -101,18 +103,24 @@ class PictureFileResponse(web.FileResponse):
     # worker waits for the seek; set False to go back to aiohttp's executor calls.
     INLINE_OPEN = True
 
-    def __init__(self, mapped: Mapped | None, stats: SendStats, send_timeout: float) -> None:
+    def __init__(self, mapped: Mapped | None, stats: SendStats, send_timeout: float,
+                 found: Found | None | object = UNWALKED) -> None:
         super().__init__(mapped.local if mapped else "/nonexistent")
         self._mapped = mapped
         self._stats = stats
         self._send_timeout = send_timeout
+        self._found = found  # the confined walk's result, once walked (one per request)
+
+    def _resolved(self) -> Found | None:
+        if self._found is UNWALKED:
+            self._found = (resolve_beneath(self._mapped.root.path, self._mapped.parts)
+                           if self._mapped is not None else None)
+        return self._found  # type: ignore[return-value]
 
     def _get_file_path_stat_encoding(
         self, accept_encoding: str
     ) -> tuple[pathlib.Path | None, os.stat_result, str | None]:
-        found = None
-        if self._mapped is not None:
-            found = resolve_beneath(self._mapped.root.path, self._mapped.parts)
+        found = self._resolved()
         if found is None:
             raise FileNotFoundError("not served")  # FileResponse answers 404
         return pathlib.Path(found[0]), found[1], None
@@ -124,9 +132,7 @@ class PictureFileResponse(web.FileResponse):
             raise FileNotFoundError("not served") from None
 
     def _etag_of_request(self) -> str | None:
-        found = None
-        if self._mapped is not None:
-            found = resolve_beneath(self._mapped.root.path, self._mapped.parts)
+        found = self._resolved()
         return None if found is None else f"{found[1].st_mtime_ns:x}-{found[1].st_size:x}"
 
     async def _prepare_inline(self, request: web.BaseRequest) -> Any:
@@ -242,15 +248,16 @@ class MemoryFileResponse(web.Response):
         self._stats.sent(TRANSPORT, self._size, memory=self._hit)
 
 
-def from_memory(request: web.Request, mapped: Mapped | None,
-                service: PictureService) -> web.StreamResponse | None:
-    """The answer from this process's copy of the file, or None: FileResponse answers."""
-    if (mapped is None or not service.hot.enabled or request.method != hdrs.METH_GET
-            or any(name in request.headers for name in NOT_FROM_MEMORY)):
-        return None
-    found = resolve_beneath(mapped.root.path, mapped.parts)
-    if found is None:
-        return None  # FileResponse answers the 404 and counts it
+def may_come_from_memory(request: web.Request, service: PictureService) -> bool:
+    """A plain GET, with copies in memory turned on."""
+    return (service.hot.enabled and request.method == hdrs.METH_GET
+            and not any(name in request.headers for name in NOT_FROM_MEMORY))
+
+
+def from_memory(mapped: Mapped, found: Found,
+                service: PictureService) -> MemoryFileResponse | None:
+    """The answer from this process's copy of the confined file ``found``, or None (too
+    large, or changed while read): FileResponse answers."""
     hits = service.hot.hits
     copy = service.hot.get(mapped.local, found[0], found[1])
     if copy is None:
@@ -265,10 +272,14 @@ async def get_file(request: web.Request) -> web.StreamResponse:
         service.stats.error(TRANSPORT, "unauthorized")
         return web.Response(status=401, headers={"WWW-Authenticate": "Bearer"})
     mapped = map_path(url_path_to_client(request.match_info["path"]), service.roots)
-    answer = from_memory(request, mapped, service)
-    if answer is None:
-        answer = PictureFileResponse(mapped, service.stats, service.send_timeout)
-    return answer
+    found: Found | None | object = UNWALKED  # FileResponse walks, unless done here
+    if mapped is not None and may_come_from_memory(request, service):
+        found = walked = resolve_beneath(mapped.root.path, mapped.parts)
+        if walked is not None:
+            answer = from_memory(mapped, walked, service)
+            if answer is not None:
+                return answer
+    return PictureFileResponse(mapped, service.stats, service.send_timeout, found)
 
 
 def setup(app: web.Application, loaded: LoadedConfig, metrics: Metrics) -> None:
