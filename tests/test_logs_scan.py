@@ -128,6 +128,29 @@ def test_first_matches_are_exact_across_segments_with_few_or_many_new_tokens(
         assert scan.firsts == sorted(scan.firsts)
 
 
+@pytest.mark.parametrize("seed", range(6))
+def test_the_generic_patterns_walk_locates_what_the_match_objects_locate(seed: int) -> None:
+    """The generic pattern's tokens are located without running the pattern again (runs of
+    digits and dots: leading dots, runs holding other tokens, runs at the chunk's edges):
+    the same Scan as the Match objects give, segment by segment, few or many new."""
+    rng = random.Random(seed)
+    alphabet = "0123456789" * 3 + "." * 6 + "x :"
+    pieces = ["1.1.1.1", "01.1.1.1", "..8.8.8.8", "9.9.9.9.", "11.1.1.10", "4.4.4.4",
+              "5.1.1.1.1", "6..1.1.1.1"]
+    walked, matched = TokenFilter(TOKEN_RE, "global", 10_000), TokenFilter(TOKEN_RE, "global",
+                                                                           10_000)
+    matched.runs = False
+    for _ in range(8):  # a few new tokens a segment (found one by one) or many (walked)
+        lines, longest = [], rng.choice([6, 18])
+        for _ in range(rng.choice([5, 400, 2000])):
+            words = [rng.choice(pieces) if rng.random() < 0.4 else
+                     "".join(rng.choices(alphabet, k=rng.randint(1, longest)))
+                     for _ in range(rng.randint(1, 6))]
+            lines.append(rng.choice(["", " ", "."]).join(words))
+        chunk = ("\n".join(lines) + rng.choice(["", "\n"])).encode()
+        assert walked.scan(chunk, 1) == matched.scan(chunk, 1)
+
+
 def test_a_match_spanning_lines_is_located_by_the_segments_match_objects() -> None:
     """``find`` and a check of the token's own line cannot see a match that starts on the
     line before: such a token is located from its segment's Match objects."""

@@ -18,18 +18,12 @@ import os
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from json.encoder import encode_basestring as encode_json_string
 from pathlib import Path
 from typing import Any
 
-from datahubsync.logs.parser import (
-    file_hour,
-    ip_text,
-    line_around,
-    line_time,
-    token_pattern,
-)
-from datahubsync.logs.queue import FileState, LogQueue, day_number
+from datahubsync.logs.parser import file_hour, token_pattern
+from datahubsync.logs.queue import FileState, LogQueue
+from datahubsync.logs.records import RecordFormat
 from datahubsync.logs.scan import InlineScanner, Piece, Scan, Scanner, TokenFilter
 
 log = logging.getLogger(__name__)
@@ -84,51 +78,52 @@ def new_tokens(cfg: ReadSettings) -> TokenFilter:
 
 
 class Extractor:
-    """Turns chunks of one file into queue records, deduplicated."""
+    """Turns the scans of one file's chunks into queue records, deduplicated."""
 
     def __init__(self, queue: LogQueue, cfg: ReadSettings, name: str) -> None:
         self.queue, self.cfg = queue, cfg
-        hour = file_hour(name)
-        self.day = hour[0] if hour else time.strftime("%Y-%m-%d")
-        self.day_number = day_number(self.day)
-        self.botnet_json = encode_json_string(cfg.botnet_type)
-        self.hour = hour[1] if hour else None
+        self.format = RecordFormat.for_file(name, cfg.botnet_type, cfg.timestamp_source,
+                                            cfg.prefix_chars, time.strftime("%Y-%m-%d"))
+        self.day = self.format.day
+        self.day_number = self.format.day_number
 
-    def records(self, chunk: bytes, scan: Scan, counts: Counts,
-                seen: dict[int, int]) -> list[str]:
-        """Queue records (JSON texts) for the addresses of ``chunk`` not seen before;
+    def records(self, scan: Scan, counts: Counts, seen: dict[int, int]) -> list[str]:
+        """Queue records (JSON texts) for the addresses of a chunk not seen before;
         counts the rest; ``seen`` gets the seen-set rows to write with them.
 
         ``scan`` has counted the tokens already passed on today and those
-        with no public address; what is left, the chunk's new tokens, is asked
-        of the seen-set on disk in one query.
+        with no public address, and written the record of each new token's
+        first occurrence; what is left, the chunk's new tokens, is asked of
+        the seen-set on disk in one query.
         """
         day = self.day
         counts.add(day, "lines", scan.lines)
         counts.add(day, "dropped", scan.dropped)
         if self.cfg.dedupe == "none":
-            return self._every_occurrence(chunk, scan, counts)
+            return self._every_occurrence(scan, counts)
         today = self.day_number
         daily = (today << 32) if self.cfg.dedupe == "daily" else 0
         total = dup_day = scan.known
         dup_global = 0
-        found: dict[int, list[int]] = {}  # address -> [occurrences, first offset]
-        for n, at, ip in zip(scan.counts, scan.firsts, scan.ips, strict=True):
+        found: dict[int, list[Any]] = {}  # address -> [occurrences, first offset, record]
+        for n, at, ip, record in zip(scan.counts, scan.firsts, scan.ips, scan.records,
+                                     strict=True):
             total += n
             entry = found.get(ip)
             if entry is None:
-                found[ip] = [n, at]
-            else:  # two spellings of one address (leading zeros)
+                found[ip] = [n, at, record]
+            else:  # two spellings of one address (leading zeros): the first line's record
                 entry[0] += n
-                entry[1] = min(entry[1], at)
+                if at < entry[1]:
+                    entry[1:] = at, record
         out: list[str] = []
         last_seen = self.queue.last_seen_many([daily | ip for ip in found]) if found else {}
-        for ip, (n, at) in found.items():
+        for ip, (n, _, record) in found.items():
             key = daily | ip
             last = last_seen.get(key)
             if last is None:
                 seen[key] = today
-                out.append(self._record(ip, line_around(chunk, at)))
+                out.append(record)
                 dup_day += n - 1
             elif last == today:
                 dup_day += n
@@ -142,30 +137,14 @@ class Extractor:
         counts.add(day, "queued", len(out))
         return out
 
-    def _every_occurrence(self, chunk: bytes, scan: Scan, counts: Counts) -> list[str]:
+    def _every_occurrence(self, scan: Scan, counts: Counts) -> list[str]:
         """Dedupe ``none``: every occurrence of a public address travels."""
         out: list[str] = []
-        for n, at, ip in zip(scan.counts, scan.firsts, scan.ips, strict=True):
-            out.extend([self._record(ip, line_around(chunk, at))] * n)
+        for n, record in zip(scan.counts, scan.records, strict=True):
+            out.extend([record] * n)
         counts.add(self.day, "ips", len(out))
         counts.add(self.day, "queued", len(out))
         return out
-
-    def _record(self, ip: int, line: bytes) -> str:
-        stamp = line_time(line) if self.cfg.timestamp_source == "line" else None
-        if stamp is not None:
-            timestamp, source, day = f"{stamp[0]} {stamp[1]}", "line", stamp[0]
-        else:
-            hour = self.hour if self.hour is not None else 0
-            timestamp, source, day = f"{self.day} {hour:02d}:00:00", "file_hour", self.day
-        # Written out rather than json.dumps of a dict (a third of the time per record):
-        # the address, stamps and hour are digits and dashes; only the two free texts
-        # need JSON string escaping.
-        log_hour = self.hour if self.hour is not None else int(timestamp[11:13])
-        prefix = encode_json_string(line[: self.cfg.prefix_chars].decode("utf-8", "replace"))
-        return (f'{{"ip": "{ip_text(ip)}", "timestamp": "{timestamp}", "timestamp_source": '
-                f'"{source}", "date": "{day}", "log_hour": {log_hour}, "botnet_type": '
-                f'{self.botnet_json}, "raw_line_prefix": {prefix}}}')
 
 
 def read_file(path: Path, queue: LogQueue, cfg: ReadSettings, now: float,
@@ -199,9 +178,10 @@ def read_file(path: Path, queue: LogQueue, cfg: ReadSettings, now: float,
     with open(path, "rb") as fh:
         fh.seek(state.offset)
         pieces = _complete_chunks(fh, cfg, final, path)
-        for piece, scan in scanner.scans(pieces, extractor.day_number, fh.fileno()):
+        for piece, scan in scanner.scans(pieces, extractor.day_number, fh.fileno(),
+                                         extractor.format):
             seen: dict[int, int] = {}
-            records = extractor.records(piece.chunk, scan, counts, seen) if piece.chunk else []
+            records = extractor.records(scan, counts, seen) if piece.chunk else []
             state.offset += piece.consumed
             state.fp = state.fp or fp
             queue.commit_chunk(state, records, counts.by_day, seen)

@@ -61,7 +61,8 @@ from typing import Any, NamedTuple, Protocol
 
 from datahubsync.core.cpus import usable_cpus
 from datahubsync.logs.cache import TwoGenerations
-from datahubsync.logs.parser import line_bounds, public_ip_value
+from datahubsync.logs.parser import TOKEN_RE, line_around, line_bounds, public_ip_value
+from datahubsync.logs.records import RecordFormat
 
 try:  # ~20x zlib's speed: a chunk's check costs microseconds
     from zlib_ng.zlib_ng import crc32
@@ -80,6 +81,13 @@ SEGMENT = 16 * 1024  # bytes of whole lines per findall: where a new token is se
 # A segment's new tokens located by bytes.find and a check of their line (~5 µs each)
 # up to this many, beyond it by the segment's Match objects (~0.1 ms)
 FIND_AT_MOST = 16
+# The generic pattern's new tokens: by bytes.find and a look at the bytes around (~3 µs
+# each, most of it the find) up to this many, beyond it by a walk of the segment's
+# matches in order (~0.3 µs a match)
+FIND_RUNS_AT_MOST = 3
+RUN_BYTES = frozenset(b"0123456789.")
+DIGITS = frozenset(b"0123456789")
+DOT = ord(".")
 
 
 @dataclass
@@ -87,10 +95,11 @@ class Scan:
     """What the reader needs of a chunk.
 
     ``tokens`` (in order of first occurrence) with their ``counts``, the
-    offset of their first occurrence and their address: the public tokens
-    not passed on before today; ``known``: occurrences of tokens passed on
-    before today; ``dropped``: occurrences of tokens that hold no public
-    address; ``lines``: newlines in the chunk.
+    offset of their first occurrence, their address and the queue record of
+    that occurrence (when the scan was given the file's RecordFormat): the
+    public tokens not passed on before today; ``known``: occurrences of
+    tokens passed on before today; ``dropped``: occurrences of tokens that
+    hold no public address; ``lines``: newlines in the chunk.
     """
 
     lines: int = 0
@@ -100,6 +109,7 @@ class Scan:
     counts: list[int] = field(default_factory=list)
     firsts: list[int] = field(default_factory=list)
     ips: list[int] = field(default_factory=list)
+    records: list[str] = field(default_factory=list)
 
 
 class TokenFilter:
@@ -114,6 +124,9 @@ class TokenFilter:
     def __init__(self, pattern: re.Pattern[bytes], dedupe: str, limit: int) -> None:
         self.pattern, self.dedupe, self.limit = pattern, dedupe, max(limit, 0)
         self.group = 1 if pattern.groups else 0
+        # the generic pattern's matches are whole runs of digits and dots: located without
+        # running the pattern again (see _locate_runs)
+        self.runs = (pattern.pattern, pattern.flags) == (TOKEN_RE.pattern, TOKEN_RE.flags)
         self.day = 0
         self.passed: set[bytes] = set()
         self.passed_old: set[bytes] = set()
@@ -141,7 +154,7 @@ class TokenFilter:
         self._turn(day)
         self.passed.update(tokens)
 
-    def scan(self, chunk: bytes, day: int) -> Scan:
+    def scan(self, chunk: bytes, day: int, fmt: RecordFormat | None = None) -> Scan:
         if not chunk:
             return Scan()
         self._turn(day)
@@ -160,11 +173,16 @@ class TokenFilter:
         else:
             fresh = self._unpassed(counts, result)
         if fresh:
-            located = sorted(self._locate(chunk, segments, parts, fresh))
+            locate = self._locate_runs if self.runs else self._locate
+            located = sorted(locate(chunk, segments, parts, fresh))
             result.firsts = [at for at, _ in located]
             result.tokens = [token for _, token in located]
             result.counts = [counts[t] for t in result.tokens]
             result.ips = [fresh[t] for t in result.tokens]
+            if fmt is not None:
+                text = fmt.text
+                result.records = [text(ip, line_around(chunk, at))
+                                  for ip, at in zip(result.ips, result.firsts, strict=True)]
         return result
 
     def _locate(self, chunk: bytes, segments: list[tuple[int, int]],
@@ -199,6 +217,46 @@ class TokenFilter:
                         located.append((m.start(group), token))
         return located
 
+    def _locate_runs(self, chunk: bytes, segments: list[tuple[int, int]],
+                     parts: list[list[Any]], tokens: dict[bytes, int]
+                     ) -> list[tuple[int, bytes]]:
+        """``_locate`` for the generic pattern, whose match is a whole run of digits and
+        dots from its first digit (the greedy ``[0-9.]{6,}`` takes the rest of the run, and
+        a run cut short cannot start a match: segments end at a newline). So the text of a
+        segment's next match first occurs right where that match is (any earlier copy
+        would sit in a run of its own, itself a match), and a copy of a token is its match
+        iff no digit or dot follows it and only dots stand between it and a byte that is
+        neither (``_is_run_match``)."""
+        left = set(tokens)
+        located: list[tuple[int, bytes]] = []
+        find = chunk.find
+        for (begin, end), part in zip(segments, parts, strict=True):
+            here = left.intersection(part)
+            if not here:
+                continue
+            left -= here
+            if len(here) <= FIND_RUNS_AT_MOST:
+                for token in here:
+                    at = find(token, begin, end)
+                    while at != -1 and not _is_run_match(chunk, at, len(token)):
+                        at = find(token, at + 1, end)
+                    if at == -1:  # cannot happen (see above); the slow way is always right
+                        return self._locate(chunk, segments, parts, tokens)
+                    located.append((at, token))
+                continue
+            at = begin
+            for token in part:  # the segment's matches in order, until all of ``here``
+                at = find(token, at, end)
+                if at == -1:
+                    return self._locate(chunk, segments, parts, tokens)
+                if token in here:
+                    located.append((at, token))
+                    here.discard(token)
+                    if not here:
+                        break
+                at += len(token)
+        return located
+
     def _matches_at(self, chunk: bytes, at: int, token: bytes) -> bool:
         """Whether the pattern, run over the line holding ``at``, matches ``token`` there."""
         begin, end = line_bounds(chunk, at)
@@ -207,35 +265,38 @@ class TokenFilter:
                    for m in self.pattern.finditer(chunk, begin, min(end + 1, len(chunk))))
 
     def _unpassed(self, counts: Counter[bytes], result: Scan) -> dict[bytes, int]:
-        """Counts what was passed on or rejected before; the rest -> their addresses."""
+        """Counts what was passed on or rejected before; the rest -> their addresses.
+
+        Set operations in C sort the chunk's distinct tokens; only the ones
+        in no generation cost Python (their address parsed once)."""
         keys = counts.keys()
         rejected = self.rejected.intersection(keys)  # walks the keys, not all of rejected
-        dropped = sum(map(counts.__getitem__, rejected))
         # set.difference walks the smaller side here (the chunk's keys); ``keys - passed``
         # and ``-=`` would walk all of ``passed`` for every chunk
         rest = set(keys).difference(self.passed)
         rest.difference_update(rejected)
-        known = sum(counts.values()) - dropped
+        if rest and self.passed_old:  # passed on before the last turn: young again
+            again = rest.intersection(self.passed_old)
+            self.passed.update(again)
+            rest.difference_update(again)
+        if rest and self.rejected_old:
+            again = rest.intersection(self.rejected_old)
+            self.rejected.update(again)
+            rejected.update(again)
+            rest.difference_update(again)
         fresh: dict[bytes, int] = {}
         for token in rest:
-            n = counts[token]
-            if token in self.passed_old:
-                self.passed.add(token)
-                continue
-            if token in self.rejected_old:
-                self.rejected.add(token)
-                dropped += n
-                known -= n
-                continue
-            known -= n
             ip = public_ip_value(token)
             if ip:
-                self.passed.add(token)
                 fresh[token] = ip
             else:
-                self.rejected.add(token)
-                dropped += n
-        result.known, result.dropped = known, dropped
+                rejected.add(token)
+        self.passed.update(fresh)
+        self.rejected.update(rejected)
+        count = counts.__getitem__
+        dropped = sum(map(count, rejected))
+        result.dropped = dropped
+        result.known = sum(counts.values()) - dropped - sum(map(count, fresh))
         return fresh
 
     def _addresses(self, counts: Counter[bytes], result: Scan) -> dict[bytes, int]:
@@ -266,9 +327,10 @@ class Piece(NamedTuple):
 
 
 class Scanner(Protocol):
-    def scans(self, pieces: Iterator[Piece], day: int,
-              fd: int) -> Iterator[tuple[Piece, Scan]]:
-        """Each piece of the file open as ``fd`` with its Scan; ``day``: the file's day."""
+    def scans(self, pieces: Iterator[Piece], day: int, fd: int,
+              fmt: RecordFormat | None = None) -> Iterator[tuple[Piece, Scan]]:
+        """Each piece of the file open as ``fd`` with its Scan; ``day``: the file's day,
+        ``fmt``: how its records are written (none without it)."""
         ...
 
     def close(self) -> None: ...
@@ -280,13 +342,25 @@ class InlineScanner:
     def __init__(self, tokens: TokenFilter) -> None:
         self.tokens = tokens
 
-    def scans(self, pieces: Iterator[Piece], day: int,
-              fd: int) -> Iterator[tuple[Piece, Scan]]:
+    def scans(self, pieces: Iterator[Piece], day: int, fd: int,
+              fmt: RecordFormat | None = None) -> Iterator[tuple[Piece, Scan]]:
         for piece in pieces:
-            yield piece, self.tokens.scan(piece.chunk, day)
+            yield piece, self.tokens.scan(piece.chunk, day, fmt)
 
     def close(self) -> None:
         pass
+
+
+def _is_run_match(chunk: bytes, at: int, size: int) -> bool:
+    """Whether the ``size`` bytes at ``at`` are a match of the generic pattern: the end of a
+    run of digits and dots that holds no digit before them."""
+    after = at + size
+    if after < len(chunk) and chunk[after] in RUN_BYTES:
+        return False
+    before = at - 1
+    while before >= 0 and chunk[before] == DOT:
+        before -= 1
+    return before < 0 or chunk[before] not in DIGITS
 
 
 def _segments(chunk: bytes) -> list[tuple[int, int]]:
@@ -314,6 +388,7 @@ def _serve(conn: Any, readers: list[Any], tokens: TokenFilter) -> None:
                               name="dhs-logs-scan-replies")
     writer.start()
     fd = -1
+    fmt: RecordFormat | None = None
     try:
         while True:
             try:
@@ -322,6 +397,7 @@ def _serve(conn: Any, readers: list[Any], tokens: TokenFilter) -> None:
                     if fd >= 0:
                         os.close(fd)
                     fd = recv_handle(conn)
+                    fmt = pickle.loads(conn.recv_bytes())
                     continue
                 learned = conn.recv_bytes()
                 chunk = os.pread(fd, length, offset)
@@ -330,7 +406,7 @@ def _serve(conn: Any, readers: list[Any], tokens: TokenFilter) -> None:
             if learned:
                 tokens.learn(pickle.loads(learned), day)
             if len(chunk) == length and crc32(chunk) == check:
-                replies.put(pickle.dumps(tokens.scan(chunk, day), pickle.HIGHEST_PROTOCOL))
+                replies.put(pickle.dumps(tokens.scan(chunk, day, fmt), pickle.HIGHEST_PROTOCOL))
             else:
                 replies.put(NOT_MINE)
             if not writer.is_alive():  # the reader is gone (a write failed)
@@ -364,16 +440,19 @@ class _Worker:
             signal.pthread_sigmask(signal.SIG_SETMASK, blocked)
         child.close()
         self.alive = True
-        self.file = 0  # the number of the reader's file whose descriptor it holds
+        self.file = 0  # the number of the reader's file whose descriptor it holds (and format)
         self.learned: list[bytes] = []  # passed on by the other workers since its last span
 
-    def send(self, piece: Piece, day: int, fd: int, file: int) -> None:
-        """Ask for ``piece`` of the reader's ``file``-th file, open as ``fd``."""
+    def send(self, piece: Piece, day: int, fd: int, file: int,
+             fmt: RecordFormat | None) -> None:
+        """Ask for ``piece`` of the reader's ``file``-th file, open as ``fd``, its records
+        written as ``fmt`` says."""
         if self.alive:
             try:
                 if self.file != file:
                     self.conn.send_bytes(REQUEST.pack(NEW_FILE, 0, 0, 0, 0))
                     send_handle(self.conn, fd, self.proc.pid)
+                    self.conn.send_bytes(pickle.dumps(fmt))
                     self.file = file
                 self.conn.send_bytes(REQUEST.pack(SPAN, day, piece.offset, len(piece.chunk),
                                                   crc32(piece.chunk)))
@@ -445,20 +524,21 @@ class ChildScanner:
             self.close()  # the ones already started
             raise
 
-    def _scan(self, worker: _Worker | None, chunk: bytes, day: int) -> Scan:
+    def _scan(self, worker: _Worker | None, chunk: bytes, day: int,
+              fmt: RecordFormat | None) -> Scan:
         """The chunk's Scan; the tokens it passed on are told to the other workers with
         their next span (sent only after the caller committed this chunk)."""
         scan = worker.receive() if worker is not None else None
         if scan is None:
-            scan = self.tokens.scan(chunk, day)
+            scan = self.tokens.scan(chunk, day, fmt)
         if scan.tokens and self.tokens.dedupe != "none":
             for other in self._workers:
                 if other is not worker and other.alive:
                     other.learned.extend(scan.tokens)
         return scan
 
-    def scans(self, pieces: Iterator[Piece], day: int,
-              fd: int) -> Iterator[tuple[Piece, Scan]]:
+    def scans(self, pieces: Iterator[Piece], day: int, fd: int,
+              fmt: RecordFormat | None = None) -> Iterator[tuple[Piece, Scan]]:
         self._files += 1
         file = self._files
         for worker in self._workers:
@@ -471,16 +551,16 @@ class ChildScanner:
                 if piece.chunk:  # a skipped long line has nothing to scan
                     worker = self._workers[turn % len(self._workers)]
                     turn += 1
-                    worker.send(piece, day, fd, file)
+                    worker.send(piece, day, fd, file, fmt)
                     if not worker.alive:
                         worker = None
                 sent.append((piece, worker))
                 if len(sent) > DEPTH * len(self._workers):
                     oldest, holder = sent.popleft()
-                    yield oldest, self._scan(holder, oldest.chunk, day)
+                    yield oldest, self._scan(holder, oldest.chunk, day, fmt)
             while sent:
                 oldest, holder = sent[0]
-                scan = self._scan(holder, oldest.chunk, day)
+                scan = self._scan(holder, oldest.chunk, day, fmt)
                 sent.popleft()
                 yield oldest, scan
         finally:
