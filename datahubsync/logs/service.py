@@ -85,6 +85,7 @@ def one_pass(loaded: LoadedConfig, queue: LogQueue, listing: Listing, uploader: 
         for said in adopt_old_uploader(queue, cfg.legacy_state_dir):
             log.info("%s", said)
         queue.set_meta("legacy_adopted", "1")
+    queue.merge_seen()  # rows a killed pass appended: its lookups go to the merged set
     scanner = open_scanner(new_tokens(read), cfg.scan_processes)  # may fork: before any thread
     background = None
     try:
@@ -102,6 +103,7 @@ def one_pass(loaded: LoadedConfig, queue: LogQueue, listing: Listing, uploader: 
             result.ips += counts.total("ips")
             result.queued += counts.total("queued")
             result.duplicates += counts.total("dup_day") + counts.total("dup_global")
+        queue.merge_seen()
     except BaseException:
         if background is not None:
             background.abandon()
