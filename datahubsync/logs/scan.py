@@ -76,7 +76,7 @@ REQUEST = struct.Struct("<BqQQI")
 SPAN, NEW_FILE = 0, 1
 NOT_MINE = b""  # the worker's bytes were not the reader's
 MAX_AUTO_WORKERS = 4
-DEPTH = 4  # spans a worker has in hand: it starts the next while the reader commits
+DEPTH = 2  # spans a worker has in hand: it starts the next while the reader commits
 SEGMENT = 16 * 1024  # bytes of whole lines per findall: where a new token is searched
 # A segment's new tokens located by bytes.find and a check of their line (~5 µs each)
 # up to this many, beyond it by the segment's Match objects (~0.1 ms)
