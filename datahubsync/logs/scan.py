@@ -190,14 +190,9 @@ class TokenFilter:
         """(offset of the first match, token) for each of ``tokens``: in the first segment
         whose matches hold it, by ``find`` checked against the pattern on that line, or,
         for a segment with many of them, from the segment's Match objects."""
-        left = set(tokens)
         located: list[tuple[int, bytes]] = []
         group = self.group
-        for (begin, end), part in zip(segments, parts, strict=True):
-            here = left.intersection(part)
-            if not here:
-                continue
-            left -= here
+        for begin, end, _, here in _first_segments(segments, parts, tokens):
             unseen = here  # many: all from the segment's Match objects
             if len(here) <= FIND_AT_MOST:
                 unseen = set()
@@ -227,14 +222,9 @@ class TokenFilter:
         would sit in a run of its own, itself a match), and a copy of a token is its match
         iff no digit or dot follows it and only dots stand between it and a byte that is
         neither (``_is_run_match``)."""
-        left = set(tokens)
         located: list[tuple[int, bytes]] = []
         find = chunk.find
-        for (begin, end), part in zip(segments, parts, strict=True):
-            here = left.intersection(part)
-            if not here:
-                continue
-            left -= here
+        for begin, end, part, here in _first_segments(segments, parts, tokens):
             if len(here) <= FIND_RUNS_AT_MOST:
                 for token in here:
                     at = find(token, begin, end)
@@ -349,6 +339,20 @@ class InlineScanner:
 
     def close(self) -> None:
         pass
+
+
+def _first_segments(segments: list[tuple[int, int]], parts: list[list[Any]],
+                    tokens: dict[bytes, int]) -> Iterator[tuple[int, int, list[Any], set[bytes]]]:
+    """(begin, end, matches, tokens first matched there) of each segment where one of
+    ``tokens`` first occurs: where a new token's first match is searched."""
+    left = set(tokens)
+    for (begin, end), part in zip(segments, parts, strict=True):
+        here = left.intersection(part)
+        if here:
+            left -= here
+            yield begin, end, part, here
+            if not left:
+                return
 
 
 def _is_run_match(chunk: bytes, at: int, size: int) -> bool:
