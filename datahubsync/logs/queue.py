@@ -11,10 +11,12 @@ same key, so the server stores it once.
 The seen-set is a B-tree keyed by address (``seen_ip``); a chunk's new
 addresses land on pages all over it, so writing them there at each commit
 wrote (and checkpointed) a third of the tree per chunk: 1.3 GB for a day
-of 280 000 new addresses (``bench/bench_seen_set.py``; 67 MiB now). They are appended to ``seen_new`` instead (a
-page per ~300 rows), kept in memory by the reader's connection, and merged
-into ``seen_ip`` in key order every MERGE_AT rows, at the end of a pass, and
-when a queue is opened for reading logs after a crash left rows behind.
+of 280 000 new addresses (``bench/bench_seen_set.py``; 67 MiB now). They
+are appended to ``seen_new`` instead (a page per ~300 rows), kept in memory
+by the reader's connection, and merged into ``seen_ip`` in key order every
+MERGE_AT rows, at the end of a pass, and at the start of the next one
+(``logs.service.one_pass``: the only writer, under the state lock), which
+takes in what a killed pass left behind.
 """
 
 from __future__ import annotations
