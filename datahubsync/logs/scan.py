@@ -164,14 +164,14 @@ class TokenFilter:
         segments = _segments(chunk)
         findall = self.pattern.findall
         parts = [findall(chunk, begin, end) for begin, end in segments]
-        counts = Counter(chain.from_iterable(parts))
-        counts.pop(None, None)  # type: ignore[call-overload]  # the group did not take part
-        counts.pop(b"", None)
         result = Scan(lines=chunk.count(b"\n"))
         if self.dedupe == "none":
+            counts = Counter(chain.from_iterable(parts))
+            counts.pop(None, None)  # type: ignore[call-overload]  # the group took no part
+            counts.pop(b"", None)
             fresh = self._addresses(counts, result)
         else:
-            fresh = self._unpassed(counts, result)
+            fresh, counts = self._unpassed(parts, result)
         if fresh:
             locate = self._locate_runs if self.runs else self._locate
             located = sorted(locate(chunk, segments, parts, fresh))
@@ -254,16 +254,26 @@ class TokenFilter:
         return any(m.start(group) == at and m.group(group) == token  # (newline included)
                    for m in self.pattern.finditer(chunk, begin, min(end + 1, len(chunk))))
 
-    def _unpassed(self, counts: Counter[bytes], result: Scan) -> dict[bytes, int]:
-        """Counts what was passed on or rejected before; the rest -> their addresses.
+    def _unpassed(self, parts: list[list[Any]], result: Scan
+                  ) -> tuple[dict[bytes, int], Counter[bytes]]:
+        """Counts what was passed on or rejected before; the rest -> their addresses, and
+        the occurrences of the chunk's rejected and new tokens.
 
         Set operations in C sort the chunk's distinct tokens; only the ones
-        in no generation cost Python (their address parsed once)."""
-        keys = counts.keys()
-        rejected = self.rejected.intersection(keys)  # walks the keys, not all of rejected
-        # set.difference walks the smaller side here (the chunk's keys); ``keys - passed``
-        # and ``-=`` would walk all of ``passed`` for every chunk
-        rest = set(keys).difference(self.passed)
+        in no generation cost Python (their address parsed once). Only the
+        rejected and new tokens are counted one by one (``filter`` and
+        ``Counter``, in C): the passed ones, nearly all of a chunk, are the
+        rest of the total."""
+        tokens = set(chain.from_iterable(parts))
+        if b"" in tokens or None in tokens:  # a group that took no part: not a token
+            tokens.difference_update((b"", None))
+            total = sum(1 for token in chain.from_iterable(parts) if token)
+        else:
+            total = sum(map(len, parts))
+        # set.difference walks the smaller side here (the chunk's tokens); ``-=`` would
+        # walk all of ``passed`` for every chunk
+        rest = tokens.difference(self.passed)
+        rejected = rest.intersection(self.rejected)
         rest.difference_update(rejected)
         if rest and self.passed_old:  # passed on before the last turn: young again
             again = rest.intersection(self.passed_old)
@@ -283,11 +293,14 @@ class TokenFilter:
                 rejected.add(token)
         self.passed.update(fresh)
         self.rejected.update(rejected)
+        counted = rejected.union(fresh)
+        counts: Counter[bytes] = Counter(
+            filter(counted.__contains__, chain.from_iterable(parts)) if counted else ())
         count = counts.__getitem__
         dropped = sum(map(count, rejected))
         result.dropped = dropped
-        result.known = sum(counts.values()) - dropped - sum(map(count, fresh))
-        return fresh
+        result.known = total - dropped - sum(map(count, fresh))
+        return fresh, counts
 
     def _addresses(self, counts: Counter[bytes], result: Scan) -> dict[bytes, int]:
         """Dedupe ``none``: every public token -> its address (cached)."""
