@@ -18,6 +18,7 @@ from pathlib import Path
 
 import pytest
 
+from datahubsync.logs import scan as scan_module
 from datahubsync.logs.parser import TOKEN_RE, public_ip_value
 from datahubsync.logs.queue import LogQueue
 from datahubsync.logs.reader import ReadSettings, new_tokens, read_file
@@ -128,13 +129,27 @@ def test_first_matches_are_exact_across_segments_with_few_or_many_new_tokens(
         assert scan.firsts == sorted(scan.firsts)
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_the_generic_patterns_runs_split_out_are_its_findall(seed: int) -> None:
+    """The generic pattern's matches are taken by splitting the segment at every byte that
+    is neither a digit nor a dot: the same tokens in the same order as ``findall``, with
+    runs led by dots, runs just too short, every kind of blank and bytes above 127."""
+    rng = random.Random(seed)
+    alphabet = b"0123456789" * 3 + b"." * 8 + b" \t\r\n\x0b\x0c:-/x\x85\xa0\xff"
+    for _ in range(300):
+        segment = bytes(rng.choices(alphabet, k=rng.randint(0, 300)))
+        blank = segment.translate(scan_module.BLANK_BUT_RUNS)
+        assert scan_module._run_matches(blank) == TOKEN_RE.findall(segment), segment
+
+
 @pytest.mark.parametrize("seed", range(6))
 def test_the_generic_patterns_walk_locates_what_the_match_objects_locate(seed: int) -> None:
-    """The generic pattern's tokens are located without running the pattern again (runs of
-    digits and dots: leading dots, runs holding other tokens, runs at the chunk's edges):
-    the same Scan as the Match objects give, segment by segment, few or many new."""
+    """The generic pattern's tokens are split out and located without running the pattern
+    (runs of digits and dots: leading dots, runs holding other tokens, runs at the chunk's
+    edges): the same Scan as ``findall`` and the Match objects give, segment by segment,
+    few or many new."""
     rng = random.Random(seed)
-    alphabet = "0123456789" * 3 + "." * 6 + "x :"
+    alphabet = "0123456789" * 3 + "." * 6 + "x :\t-"
     pieces = ["1.1.1.1", "01.1.1.1", "..8.8.8.8", "9.9.9.9.", "11.1.1.10", "4.4.4.4",
               "5.1.1.1.1", "6..1.1.1.1"]
     walked, matched = TokenFilter(TOKEN_RE, "global", 10_000), TokenFilter(TOKEN_RE, "global",
@@ -433,6 +448,7 @@ def _alive(pid: int) -> bool:
 READ_ALL_IN_A_CHILD = r"""
 import sys, time
 from pathlib import Path
+from datahubsync.logs import scan as scan_module
 from datahubsync.logs.queue import LogQueue
 from datahubsync.logs.reader import ReadSettings, new_tokens, read_file
 from datahubsync.logs.scan import ChildScanner
