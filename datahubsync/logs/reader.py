@@ -198,41 +198,40 @@ def read_file(path: Path, queue: LogQueue, cfg: ReadSettings, now: float,
 
 def _complete_chunks(fh: Any, cfg: ReadSettings, final: bool, path: Path) -> Iterator[Piece]:
     """Complete lines from where ``fh`` stands; the tail without a newline waits unless
-    the file is final. ``pos`` is the file offset of ``data[0]`` (the carry's start)."""
-    pos = fh.tell()
-    carry = b""
-    skipping = False
+    the file is final. ``pos`` is the file offset of ``data[0]``: each read starts at the
+    first byte not handed out yet, so a tail without its newline (``carried`` bytes) is
+    read again with what follows it. A chunk is a view of what was read, not a copy: a
+    copy of a fresh MiB costs its page faults, more than the read (0.7 s against 0.13 s
+    of CPU over the bench's 1 GB)."""
+    fd = fh.fileno()
+    pos, carried, skipping = fh.tell(), 0, False
     while True:
-        data = fh.read(cfg.chunk_bytes)
-        if not data:
-            if carry and final and not skipping:
-                yield Piece(carry, len(carry), pos)  # the last line of a finished file
-            elif carry and skipping and final:
-                yield Piece(b"", len(carry), pos)
+        data = os.pread(fd, carried + cfg.chunk_bytes, pos)
+        if len(data) <= carried:  # nothing after the tail (the end of the file, for now)
+            if data and final:
+                yield Piece(data, len(data), pos)  # the last line of a finished file
             return
-        data = carry + data
+        start = 0
         if skipping:
             newline = data.find(b"\n")
             if newline == -1:
                 yield Piece(b"", len(data), pos)  # still inside the long line: drop it
                 pos += len(data)
-                carry = b""
                 continue
             yield Piece(b"", newline + 1, pos)
             pos += newline + 1
-            data, skipping = data[newline + 1:], False
-        cut = data.rfind(b"\n") + 1
+            start, skipping = newline + 1, False
+        cut = data.rfind(b"\n", start) + 1
         if cut == 0:
-            if len(data) > cfg.max_line_bytes:
+            carried = len(data) - start
+            if carried > cfg.max_line_bytes:
                 log.warning("%s: a line longer than %d bytes was skipped", path,
                             cfg.max_line_bytes)
                 skipping = True
-                yield Piece(b"", len(data), pos)
-                pos += len(data)
-                carry = b""
-            else:
-                carry = data
+                yield Piece(b"", carried, pos)
+                pos += carried
+                carried = 0
             continue
-        yield Piece(data[:cut], cut, pos)
-        pos += cut
-        carry = data[cut:]
+        yield Piece(memoryview(data)[start:cut], cut - start, pos)
+        pos += cut - start
+        carried = len(data) - cut

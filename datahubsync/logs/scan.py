@@ -156,9 +156,12 @@ class TokenFilter:
         self._turn(day)
         self.passed.update(tokens)
 
-    def scan(self, chunk: bytes, day: int, fmt: RecordFormat | None = None) -> Scan:
+    def scan(self, chunk: bytes | memoryview, day: int, fmt: RecordFormat | None = None
+             ) -> Scan:
         if not chunk:
             return Scan()
+        if not isinstance(chunk, bytes):  # a view of the reader's read
+            chunk = bytes(chunk)
         self._turn(day)
         # findall per segment of whole lines: no Match object per match (they cost a
         # quarter of the scan), and each segment's tokens say roughly where a new
@@ -327,10 +330,11 @@ class TokenFilter:
 
 
 class Piece(NamedTuple):
-    """Complete lines of a file (``chunk``), where they start (``offset``) and the bytes
-    of the file they account for (``consumed``: more when a long line was skipped)."""
+    """Complete lines of a file (``chunk``: bytes, or a view of the reader's read), where
+    they start (``offset``) and the bytes of the file they account for (``consumed``:
+    more when a long line was skipped)."""
 
-    chunk: bytes
+    chunk: bytes | memoryview
     consumed: int
     offset: int
 
@@ -559,7 +563,7 @@ class ChildScanner:
             self.close()  # the ones already started
             raise
 
-    def _scan(self, worker: _Worker | None, chunk: bytes, day: int,
+    def _scan(self, worker: _Worker | None, chunk: bytes | memoryview, day: int,
               fmt: RecordFormat | None) -> Scan:
         """The chunk's Scan; the tokens it passed on are told to the other workers with
         their next span (sent only after the caller committed this chunk)."""
