@@ -106,6 +106,22 @@ def test_commit_points_the_current_links_at_the_new_version(tmp_path: Path) -> N
         "alpha.zip", "beta.manifest.json", "beta.zip"]  # no temp name left behind
 
 
+@pytest.mark.parametrize("umask", [0o022, 0o027])
+def test_nginx_reads_the_manifest_as_it_reads_the_package(tmp_path: Path, umask: int) -> None:
+    """nginx's workers run as another user (in the service's group, as the setup says):
+    the manifest gets the mode the package gets under the service's umask (it was 0600,
+    and nginx answered 404 for every manifest)."""
+    store = PackageStore(tmp_path / "cache")
+    old = os.umask(umask)
+    try:
+        _commit(store, "alpha", "20260101_080000")
+    finally:
+        os.umask(old)
+    package, manifest = store.current_links("alpha")
+    assert stat.S_IMODE(manifest.stat().st_mode) == stat.S_IMODE(package.stat().st_mode) \
+        == 0o666 & ~umask
+
+
 def test_readers_never_see_the_link_missing(tmp_path: Path) -> None:
     store = PackageStore(tmp_path / "cache")
     _commit(store, "alpha", "20260101_000000")

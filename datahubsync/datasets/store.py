@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from datahubsync.core.crashpoint import CrashPoint
-from datahubsync.core.statefile import write_json_atomic
+from datahubsync.core.statefile import created_mode, write_json_atomic
 from datahubsync.datasets.delta import DeltaRecord
 from datahubsync.datasets.packager import FileDigest
 
@@ -194,8 +194,9 @@ class PackageStore:
         """
         final = self.cache_dir / record.file
         if files:
+            # served by nginx's workers, another user: the mode the package gets, not 0600
             write_json_atomic(self.manifest_path(record.dataset, record.version),
-                              manifest_document(record, files))
+                              manifest_document(record, files), created_mode())
             MANIFEST_WRITTEN.reached()
         os.replace(temp_zip, final)
         PACKAGE_RENAMED.reached()
