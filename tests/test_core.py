@@ -20,7 +20,7 @@ from datahubsync.core.http import RetryPolicy, get_json, make_session
 from datahubsync.core.locking import hold_lock
 from datahubsync.core.logsetup import setup_logging
 from datahubsync.core.sdnotify import notify
-from datahubsync.core.statefile import read_json, write_json_atomic
+from datahubsync.core.statefile import AtomicFile, created_mode, read_json, write_json_atomic
 from datahubsync.core.timeutil import format_hub_time, parse_hub_time, zone
 from tests.helpers import client_config, run_cli
 
@@ -38,6 +38,38 @@ def test_atomic_write_survives_kill_mid_write(tmp_path: Path) -> None:
     _, status = os.waitpid(pid, 0)
     assert os.waitstatus_to_exitcode(status) == 9
     assert read_json(target, None) == {"v": "old"}
+
+
+def test_an_atomic_file_block_puts_the_whole_file_in_place_or_nothing(tmp_path: Path) -> None:
+    dest = tmp_path / "pic.jpg"
+    dest.write_bytes(b"old")
+    with pytest.raises(ConnectionError), AtomicFile(dest) as writer:
+        writer.write(b"half a pic")
+        raise ConnectionError("the peer stopped")
+    assert dest.read_bytes() == b"old" and sorted(p.name for p in tmp_path.iterdir()) == [
+        "pic.jpg"]  # no temp file left
+    with AtomicFile(dest) as writer:
+        writer.write(b"new ")
+        writer.write(memoryview(b"picture"))
+    assert dest.read_bytes() == b"new picture" and writer.size == 11
+    with AtomicFile(dest) as writer:  # committed inside the block: not again at its end
+        writer.write(b"x")
+        writer.commit()
+    assert dest.read_bytes() == b"x"
+    (tmp_path / "adir").mkdir()  # the rename at the block's end fails: no temp file stays
+    with pytest.raises(IsADirectoryError), AtomicFile(tmp_path / "adir") as writer:
+        writer.write(b"x")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["adir", "pic.jpg"]
+
+
+def test_created_mode_is_what_open_gives_a_new_file(tmp_path: Path) -> None:
+    for umask in (0o022, 0o077, 0o002):
+        old = os.umask(umask)
+        try:
+            (tmp_path / f"f{umask}").touch()
+            assert created_mode() == (tmp_path / f"f{umask}").stat().st_mode & 0o777
+        finally:
+            os.umask(old)
 
 
 def test_corrupt_state_file_is_moved_aside(tmp_path: Path) -> None:

@@ -78,6 +78,9 @@ class AtomicFile:
 
     The temp name is fixed, so the retry after a kill -9 overwrites what the killed
     run left; callers make sure two writers never share a ``dest`` at once.
+
+    As a context manager: committed at the end of the block unless the block
+    committed it, aborted when the block raises (the temp file never stays).
     """
 
     def __init__(self, dest: Path, sync_directory: bool = True) -> None:
@@ -90,6 +93,22 @@ class AtomicFile:
             self.dest.parent.mkdir(parents=True, exist_ok=True)
             self.fobj = open(self.tmp, "wb")  # noqa: SIM115
         self.size = 0
+        self.committed = False
+
+    def __enter__(self) -> AtomicFile:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, *_rest: object) -> None:
+        if self.committed:
+            return
+        if kind is not None:
+            self.abort()
+            return
+        try:
+            self.commit()
+        except BaseException:  # a failed fsync or rename leaves no temp file either
+            self.abort()
+            raise
 
     def write(self, data: bytes | memoryview) -> None:
         self.fobj.write(data)
@@ -100,6 +119,7 @@ class AtomicFile:
         os.fsync(self.fobj.fileno())
         self.fobj.close()
         os.replace(self.tmp, self.dest)
+        self.committed = True
         if self.sync_directory:
             fsync_dir(self.dest.parent)
 

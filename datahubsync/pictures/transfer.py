@@ -200,26 +200,24 @@ class HttpTransport:
                 conn.close()
                 return Fetched("error", error=f"the server announces {expected[:30]} bytes, "
                                f"more than pictures.max_picture_bytes ({self.max_bytes})")
-            writer = AtomicFile(dest, sync_directory=False)
             try:
-                buffer = bytearray(CHUNK)
-                view = memoryview(buffer)
-                while read := response.readinto(buffer):
-                    writer.write(view[:read])
-                    if writer.size > self.max_bytes:
-                        raise TooLong(f"more than pictures.max_picture_bytes "
-                                      f"({self.max_bytes}) sent; not stored")
-                if expected is not None and int(expected) != writer.size:
-                    raise ConnectionError(f"truncated: {writer.size} of {expected} bytes")
-                if _more_waiting(conn.sock):
-                    raise TooLong(f"the server sent more than its Content-Length ({expected}); "
-                                  "not stored")
-                writer.commit()
-                FILE_WRITTEN.reached()
+                with AtomicFile(dest, sync_directory=False) as writer:
+                    buffer = bytearray(CHUNK)
+                    view = memoryview(buffer)
+                    while read := response.readinto(buffer):
+                        writer.write(view[:read])
+                        if writer.size > self.max_bytes:
+                            raise TooLong(f"more than pictures.max_picture_bytes "
+                                          f"({self.max_bytes}) sent; not stored")
+                    if expected is not None and int(expected) != writer.size:
+                        raise ConnectionError(f"truncated: {writer.size} of {expected} bytes")
+                    if _more_waiting(conn.sock):
+                        raise TooLong(f"the server sent more than its Content-Length "
+                                      f"({expected}); not stored")
             except BaseException:
-                writer.abort()
-                conn.close()
+                conn.close()  # what is left of the response must not reach the next request
                 raise
+            FILE_WRITTEN.reached()
             return Fetched("downloaded", writer.size)
         except UnsafePath:
             raise
@@ -312,14 +310,11 @@ class HttpTransport:
                            f"pictures.max_picture_bytes ({self.max_bytes})")
         with _on_disk(dest):
             writer = AtomicFile(dest, sync_directory=False)
-        try:
+        with writer:
             _receive_exactly(response.readinto, writer, size, buffer)
             with _on_disk(dest):
                 writer.commit()
-            FILE_WRITTEN.reached()
-        except BaseException:
-            writer.abort()
-            raise
+        FILE_WRITTEN.reached()
         return Fetched("downloaded", size)
 
     def close(self) -> None:
@@ -417,18 +412,13 @@ class LegacyTcpTransport:
                                    f"than pictures.max_picture_bytes ({self.max_bytes})")
                 if _existing_size(dest) == size:
                     return Fetched("downloaded", size, skipped=True)
-                writer = AtomicFile(dest, sync_directory=False)
-                try:
+                with AtomicFile(dest, sync_directory=False) as writer:
                     _receive_exactly(sock.recv_into, writer, size,
                                      memoryview(bytearray(min(size, CHUNK))))
                     if _more_waiting(sock):
                         raise TooLong(f"the server sent more than the {size} bytes it "
                                       "announced; not stored")
-                    writer.commit()
-                    FILE_WRITTEN.reached()
-                except BaseException:
-                    writer.abort()
-                    raise
+                FILE_WRITTEN.reached()
                 return Fetched("downloaded", size)
         except TooLong as exc:
             return Fetched("error", error=str(exc))
