@@ -22,13 +22,40 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def free_port() -> int:
-    """A TCP port nothing listens on right now (for servers the tests start)."""
-    import socket
+_HANDED_OUT: set[int] = set()  # ports free_port gave this session (their servers may be starting)
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+
+def _ephemeral_floor() -> int:
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as fh:
+            return int(fh.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on right now, for a server a test starts on it.
+
+    Taken below the kernel's ephemeral range: a port from ``bind(0)`` is one the next
+    outgoing connection of any test may take as its local port before the server binds
+    it ("Address already in use"). Not one handed out before in this session either.
+    """
+    import random
+
+    floor = _ephemeral_floor()
+    low = 10000 if floor > 11000 else 1024
+    for _ in range(1000):
+        port = random.randrange(low, floor)
+        if port in _HANDED_OUT:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _HANDED_OUT.add(port)
+        return port
+    raise RuntimeError(f"no free TCP port in {low}-{floor}")
 
 
 def cli_argv() -> list[str]:
