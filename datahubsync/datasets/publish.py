@@ -54,8 +54,8 @@ class PublishResult:
 
 def _link_into(source: Path, target: Path, mode: int) -> None:
     """Hard-link ``source`` to ``target`` atomically (a reader sees old or new, whole),
-    with ``mode``: the web server serving the tree runs as another user (the store
-    writes its manifests 0600, and a link shares their inode)."""
+    with ``mode``: the web server serving the tree runs as another user (a store an
+    earlier release filled holds 0600 manifests, and a link shares their inode)."""
     target.parent.mkdir(parents=True, exist_ok=True)
     link = target.with_name(f".{target.name}.tmp")
     link.unlink(missing_ok=True)

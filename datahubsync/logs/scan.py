@@ -163,9 +163,10 @@ class TokenFilter:
         if not isinstance(chunk, bytes):  # a view of the reader's read
             chunk = bytes(chunk)
         self._turn(day)
-        # findall per segment of whole lines: no Match object per match (they cost a
-        # quarter of the scan), and each segment's tokens say roughly where a new
-        # token's first match is, so locating it searches one segment, not the chunk.
+        # findall (the generic pattern: a split) per segment of whole lines: no Match
+        # object per match (they cost a quarter of the scan), and each segment's tokens
+        # say roughly where a new token's first match is, so locating it searches one
+        # segment, not the chunk.
         segments = _segments(chunk)
         if self.runs:
             blank = chunk.translate(BLANK_BUT_RUNS)
