@@ -384,9 +384,15 @@ def _run_matches(blank: bytes) -> list[bytes]:
     but digits and dots made a blank. A match is a run of digits and dots from its first
     digit, 7 bytes or more (the greedy ``[0-9.]{6,}`` takes the rest of the run; a run too
     short from its first digit is too short from any later one). ``split`` and a length
-    check cost three quarters of ``findall``, which tries the pattern at every digit."""
+    check cost three quarters of ``findall``, which tries the pattern at every digit.
+
+    Runs led by dots (rare) are cut to their first digit. Only the long runs need a
+    look (a short one is shorter still from a later byte), and one led by a dot is the
+    least of them (``.`` sorts before every digit): ``min`` of the found runs says
+    whether there is one, at a fraction of the cost of searching the segment for a
+    blank followed by a dot (a third of the whole scan, the blank being most bytes)."""
     found = [run for run in blank.split() if len(run) > 6]
-    if b" ." in blank or blank.startswith(b"."):  # runs led by dots (rare): from the digit
+    if found and min(found)[0] == DOT:
         found = [token for run in found if len(token := run.lstrip(b".")) > 6]
     return found
 
