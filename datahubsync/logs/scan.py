@@ -390,7 +390,8 @@ def _run_matches(blank: bytes) -> list[bytes]:
     look (a short one is shorter still from a later byte), and one led by a dot is the
     least of them (``.`` sorts before every digit): ``min`` of the found runs says
     whether there is one, at a fraction of the cost of searching the segment for a
-    blank followed by a dot (a third of the whole scan, the blank being most bytes)."""
+    blank followed by a dot (a quarter of this function's time: the blank is most of
+    the bytes, so that search moved one byte at a time)."""
     found = [run for run in blank.split() if len(run) > 6]
     if found and min(found)[0] == DOT:
         found = [token for run in found if len(token := run.lstrip(b".")) > 6]
