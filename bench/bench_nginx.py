@@ -51,7 +51,9 @@ GOAL = 0.9  # front >= GOAL x bare
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 
 
-def _nginx_main(work: Path, name: str, http_body: str) -> Path:
+def write_nginx_conf(work: Path, name: str, http_body: str) -> Path:
+    """``work/NAME.conf``: a main nginx config around ``http_body``, its temp paths in
+    ``work`` (nginx runs as this user, not root, on a free port)."""
     tmp = work / f"{name}_tmp"
     tmp.mkdir(exist_ok=True)
     conf = work / f"{name}.conf"
@@ -69,7 +71,8 @@ http {{
     return conf
 
 
-def _start(work: Path, name: str, conf: Path, port: int) -> subprocess.Popen[bytes]:
+def run_nginx(work: Path, name: str, conf: Path, port: int) -> subprocess.Popen[bytes]:
+    """nginx in the foreground with ``conf``, once it listens on ``port``."""
     proc = subprocess.Popen(
         [NGINX, "-p", str(work), "-c", str(conf), "-g",
          f"daemon off; pid {work / (name + '.pid')}; error_log {work / (name + '_error.log')};"],
@@ -80,14 +83,14 @@ def _start(work: Path, name: str, conf: Path, port: int) -> subprocess.Popen[byt
 
 def start_bare(work: Path, root: Path) -> tuple[subprocess.Popen[bytes], int]:
     port = free_port()
-    conf = _nginx_main(work, "bare", f"""
+    conf = write_nginx_conf(work, "bare", f"""
     sendfile on;
     tcp_nopush on;
     server {{
         listen 127.0.0.1:{port};
         location /files/D:/pic/ {{ alias {root}/; }}
     }}""")
-    return _start(work, "bare", conf, port), port
+    return run_nginx(work, "bare", conf, port), port
 
 
 def start_front(work: Path, serve_port: int) -> tuple[subprocess.Popen[bytes], int]:
@@ -97,8 +100,8 @@ def start_front(work: Path, serve_port: int) -> tuple[subprocess.Popen[bytes], i
                     "serve", "nginx-config", "--out", str(out), "--listen",
                     f"127.0.0.1:{port}", "--upstream", f"127.0.0.1:{serve_port}"],
                    cwd=REPO, check=True, capture_output=True)
-    conf = _nginx_main(work, "front", f"    include {out / 'datahubsync.conf'};")
-    return _start(work, "front", conf, port), port
+    conf = write_nginx_conf(work, "front", f"    include {out / 'datahubsync.conf'};")
+    return run_nginx(work, "front", conf, port), port
 
 
 def wrk(port: int, paths: list[str], seconds: int, auth: bool, work: Path) -> float:

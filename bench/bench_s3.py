@@ -17,7 +17,6 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -29,18 +28,13 @@ ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 sys.path.insert(0, str(ROOT))
 import gen_dataset  # noqa: E402
-from bench_nginx import _nginx_main, _start  # noqa: E402
+from bench_nginx import run_nginx, write_nginx_conf  # noqa: E402
+from bench_pictures_serve import free_port  # noqa: E402
 
 from tests.seaweed import Seaweed, credentials_env, weed_binary  # noqa: E402
 
 NAME = "stock-trading-data-pro"
 ROW = b"2026-11-24,10.00,10.20,9.90,10.10,123400,1246340.00\r\n"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def run(argv: list[str], env: dict[str, str] | None = None) -> tuple[float, dict[str, Any]]:
@@ -77,7 +71,7 @@ class StaticNginx:
     def __init__(self, root: Path, work: Path) -> None:
         work.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
-        conf = _nginx_main(work, "static", f"""
+        conf = write_nginx_conf(work, "static", f"""
     sendfile on;
     default_type application/octet-stream;
     types {{ application/json json; application/zip zip; }}
@@ -85,7 +79,7 @@ class StaticNginx:
         listen 127.0.0.1:{self.port};
         root {root};
     }}""")
-        self.proc = _start(work, "static", conf, self.port)
+        self.proc = run_nginx(work, "static", conf, self.port)
 
     @property
     def url(self) -> str:
