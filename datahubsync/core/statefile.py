@@ -13,6 +13,7 @@ import logging
 import os
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -76,6 +77,10 @@ class AtomicFile:
     unless ``sync_directory`` is false) or ``abort`` (the temp file removed). Readers
     see no file or the complete one.
 
+    With ``stage`` (``core.stagedfiles.StagedFiles``), ``commit`` only closes the
+    temp file and hands the writer over: the batch makes its files durable together
+    and then calls ``place`` on each.
+
     The temp name is fixed, so the retry after a kill -9 overwrites what the killed
     run left; callers make sure two writers never share a ``dest`` at once.
 
@@ -83,10 +88,13 @@ class AtomicFile:
     committed it, aborted when the block raises (the temp file never stays).
     """
 
-    def __init__(self, dest: Path, sync_directory: bool = True) -> None:
+    def __init__(self, dest: Path, sync_directory: bool = True,
+                 stage: Callable[[AtomicFile], None] | None = None) -> None:
         self.dest = Path(dest)
         self.tmp = self.dest.with_name(f".{self.dest.name}.part")
         self.sync_directory = sync_directory
+        self.stage = stage
+        self.device: int | None = None  # of the temp file, once staged
         try:
             self.fobj = open(self.tmp, "wb")  # noqa: SIM115 - closed in commit/abort
         except FileNotFoundError:  # the first file of its directory
@@ -116,10 +124,20 @@ class AtomicFile:
 
     def commit(self) -> None:
         self.fobj.flush()
+        if self.stage is not None:
+            self.device = os.fstat(self.fobj.fileno()).st_dev
+            self.fobj.close()
+            self.committed = True
+            self.stage(self)
+            return
         os.fsync(self.fobj.fileno())
         self.fobj.close()
-        os.replace(self.tmp, self.dest)
+        self.place()
         self.committed = True
+
+    def place(self) -> None:
+        """Rename the (closed, durable) temp file over ``dest``."""
+        os.replace(self.tmp, self.dest)
         if self.sync_directory:
             fsync_dir(self.dest.parent)
 

@@ -18,12 +18,17 @@ describes the exchange): per request, not per byte, is what 200 KB pictures
 cost on a fast network. Whatever a bundle does not carry (an older server
 without the route, a file over the bundle's limit, an entry after a cut or
 malformed answer) is fetched with its own ``GET /files/...``, so a broken
-bundle costs time, never a picture or an attempt. Everything else is written to a
-temp name beside the target, checked against the announced size, fsync'ed and
-renamed (``core.statefile.AtomicFile``), so a kill -9 or a cut connection never
-leaves a half picture under the final name. The directory is not fsync'ed per
-picture (it cost more than the transfer on loopback): after a power cut, not
-a kill, the last pictures recorded as downloaded may be missing from the mirror.
+bundle costs time, never a picture or an attempt.
+
+Every picture is written to a temp name beside the target and checked against
+the announced size. Over HTTP, the pictures of one ``fetch_many`` (a bundle, or
+the GETs a worker took at once) are then made durable together, with one sync
+of the filesystem, and only then renamed into place
+(``core.stagedfiles.StagedFiles``: an fsync per picture cost more than the
+transfer on loopback); legacy TCP fsyncs each one (``core.statefile.AtomicFile``).
+Either way a kill -9, a power cut or a cut connection never leaves a half picture
+under the final name. The directories are not fsync'ed: after a power cut, not a
+kill, the last pictures recorded as downloaded may be missing from the mirror.
 """
 
 from __future__ import annotations
@@ -45,6 +50,7 @@ from urllib.parse import quote, unquote, urlsplit
 
 from datahubsync.core.crashpoint import CrashPoint
 from datahubsync.core.http import KeepAlivePool, describe_error
+from datahubsync.core.stagedfiles import StagedFiles
 from datahubsync.core.statefile import AtomicFile
 from datahubsync.pictures import bundle_format
 from datahubsync.pictures.paths import split_client_path
@@ -177,6 +183,10 @@ class HttpTransport:
                                           and remote.startswith(self.server_url + "/"))
 
     def fetch(self, remote: str, dest: Path) -> Fetched:
+        return self.fetch_many([(remote, dest)])[0]
+
+    def _get(self, remote: str, dest: Path, staged: StagedFiles) -> Fetched:
+        """One ``GET /files/...`` into ``staged`` (renamed into place by the caller)."""
         url, headers = self.url_for(remote)
         conn: http.client.HTTPConnection | None = None
         try:
@@ -201,7 +211,7 @@ class HttpTransport:
                 return Fetched("error", error=f"the server announces {expected[:30]} bytes, "
                                f"more than pictures.max_picture_bytes ({self.max_bytes})")
             try:
-                with AtomicFile(dest, sync_directory=False) as writer:
+                with staged.writer(dest) as writer:
                     buffer = bytearray(CHUNK)
                     view = memoryview(buffer)
                     while read := response.readinto(buffer):
@@ -217,7 +227,6 @@ class HttpTransport:
             except BaseException:
                 conn.close()  # what is left of the response must not reach the next request
                 raise
-            FILE_WRITTEN.reached()
             return Fetched("downloaded", writer.size)
         except UnsafePath:
             raise
@@ -235,17 +244,22 @@ class HttpTransport:
 
     def fetch_many(self, items: Sequence[tuple[str, Path]]) -> list[Fetched]:
         """Each (remote, dest): our server's pictures in one bundle when it has the route,
-        the rest (and what the bundle did not carry) one GET each. Destinations must
-        be distinct and held by the caller."""
+        the rest (and what the bundle did not carry) one GET each, all of them made
+        durable with one sync and then renamed into place (``core.stagedfiles``).
+        Destinations must be distinct and held by the caller."""
         got: list[Fetched | None] = [None] * len(items)
-        ours = [n for n, (remote, _) in enumerate(items) if not is_url(remote)]
-        if self.bundles and len(ours) > 1:
-            for n, fetched in zip(ours, self._bundle([items[n] for n in ours]), strict=True):
-                got[n] = fetched
-        return [fetched if fetched is not None else self.fetch(*items[n])
-                for n, fetched in enumerate(got)]
+        with StagedFiles() as staged:
+            ours = [n for n, (remote, _) in enumerate(items) if not is_url(remote)]
+            if self.bundles and len(ours) > 1:
+                for n, fetched in zip(ours, self._bundle([items[n] for n in ours], staged),
+                                      strict=True):
+                    got[n] = fetched
+            done = [fetched if fetched is not None else self._get(*items[n], staged)
+                    for n, fetched in enumerate(got)]
+            return _placed(items, done, staged)
 
-    def _bundle(self, items: Sequence[tuple[str, Path]]) -> list[Fetched | None]:
+    def _bundle(self, items: Sequence[tuple[str, Path]],
+                staged: StagedFiles) -> list[Fetched | None]:
         """One bundle request; None for an entry it did not settle."""
         out: list[Fetched | None] = [None] * len(items)
         have = [_existing_size(dest) for _, dest in items]
@@ -270,7 +284,7 @@ class HttpTransport:
             buffer = memoryview(bytearray(CHUNK))
             for n, (_, dest) in enumerate(items):
                 try:
-                    out[n] = fetched = self._entry(response, dest, have[n], buffer)
+                    out[n] = fetched = self._entry(response, dest, have[n], buffer, staged)
                 except LocalError as exc:
                     fetched = out[n] = Fetched("error", error=f"local: {exc.strerror}: "
                                                              f"{exc.filename}")
@@ -288,7 +302,7 @@ class HttpTransport:
         return out
 
     def _entry(self, response: http.client.HTTPResponse, dest: Path, have: int | None,
-               buffer: memoryview) -> Fetched | None:
+               buffer: memoryview, staged: StagedFiles) -> Fetched | None:
         limit = bundle_format.ENTRY_LINE_MAX
         line = response.readline(limit + 1)
         if not line.endswith(b"\n"):
@@ -309,16 +323,28 @@ class HttpTransport:
             return Fetched("error", error=f"the server announces {size} bytes, more than "
                            f"pictures.max_picture_bytes ({self.max_bytes})")
         with _on_disk(dest):
-            writer = AtomicFile(dest, sync_directory=False)
+            writer = staged.writer(dest)
         with writer:
             _receive_exactly(response.readinto, writer, size, buffer)
             with _on_disk(dest):
                 writer.commit()
-        FILE_WRITTEN.reached()
         return Fetched("downloaded", size)
 
     def close(self) -> None:
         self.pool.close()
+
+
+def _placed(items: Sequence[tuple[str, Path]], fetched: list[Fetched],
+            staged: StagedFiles) -> list[Fetched]:
+    """``fetched`` once ``staged`` is synced and renamed: a picture whose sync or rename
+    failed is a local error, not downloaded."""
+    if not len(staged):
+        return fetched
+    failed = staged.commit(placed=lambda _dest: FILE_WRITTEN.reached())
+    return [Fetched("error", error=f"local: {failed[dest].strerror or failed[dest]}: "
+                                   f"{failed[dest].filename or dest}")
+            if dest in failed and got.state == "downloaded" and not got.skipped else got
+            for (_, dest), got in zip(items, fetched, strict=True)]
 
 
 class LocalError(OSError):
