@@ -3,9 +3,9 @@
 ``core.statefile.AtomicFile`` makes one file durable before its rename: an
 fsync(2) each, which on ext4 is a journal commit and a disk-cache flush per
 file. For 200 KB pictures that cost more than the transfer on loopback
-(``bench/bench_file_sync.py``, 4 000 files on a 2-core VM: 6.1 s of wall time
-and 5.1 s of the machine's CPU with an fsync each, 4.5 s and 4.2 s with one sync
-per 32 files, 3.3 s and 3.5 s with no temp name and no sync at all).
+(``bench/bench_file_sync.py``, 4 000 files on a 2-core VM, medians of 3 runs:
+4.9 s of wall time and 4.0 s of the machine's CPU with an fsync each, 3.3 s and
+2.9 s with one sync per 32 files, 3.1 s and 3.3 s with no temp name and no sync).
 
 ``StagedFiles`` keeps the same promise for a batch: every file is written to
 its temp name and closed, then one ``syncfs(2)`` per filesystem writes them all
