@@ -54,6 +54,15 @@ latency the seed's way defaults to ``--seed-sample 500``.
 
     .venv/bin/python bench/bench_pictures.py --images 2000 --rtt-ms 2 --workers 8 16
 
+``--rounds N`` runs every method N times, the order reversed every other round,
+and shows each one's median run (with all N times): on this VM one run's time
+moves by half from one minute to the next, and deleting files on a disk mounted
+with ``discard`` slows the file creation of whatever runs next, so every run
+writes a new destination and all are deleted at the end.
+
+    .venv/bin/python bench/bench_pictures.py --images 4000 --methods seed ours ours-front \
+        --workers 8 --rounds 3
+
 ``--keep`` keeps the work dir (data, destinations, logs); a later run with the same
 ``--workdir``, ``--images`` and ``--seed`` reuses the generated pictures.
 """
@@ -325,7 +334,7 @@ def run_ours(work: Path, dest: Path, root: Path, workers: int, front: bool = Fal
         if bundle_files is not None:
             pictures["bundle_files"] = bundle_files
         bd.write_yaml(config, json.dumps({
-            "state_dir": str(work / f"client-state-{swork.name}"),
+            "state_dir": str(work / f"client-state-{dest.name}"),
             "logging": {"level": "WARNING"}, "pictures": pictures}, indent=2))
         timed_client(result, f"ours {label}", [sys.executable, "-m", "datahubsync",
                                                "--config", str(config), "pictures", "once"],
@@ -362,6 +371,20 @@ def verify(dest: Path, expected: dict[str, int], src: Path, sample: int | None) 
                 != hashlib.sha256((dest / rel).read_bytes()).digest()):
             return f"content differs: {rel}"
     return None
+
+
+def median_result(runs: list[Result]) -> Result:
+    """The run with the median time (the lower middle one of an even count); a failed run
+    is returned as such, so a failure is never hidden by the other rounds."""
+    failed = [r for r in runs if not r.ok or r.seconds is None]
+    if failed:
+        return failed[0]
+    ordered = sorted(runs, key=lambda r: r.seconds or 0.0)
+    chosen = ordered[(len(ordered) - 1) // 2]
+    if len(runs) > 1:
+        chosen.method += f" (median of {len(runs)}: " + ", ".join(
+            f"{r.seconds:.2f}" for r in runs) + " s)"
+    return chosen
 
 
 def check(result: Result, dest: Path, data: Dataset, paths: list[str],
@@ -615,6 +638,11 @@ def main(argv: list[str] | None = None) -> int:
                          "`serve nginx-config`")
     ap.add_argument("--bundle-files", type=int, help="pictures.bundle_files of our runs "
                     "(default: the config's default; 0 = one GET per picture)")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="run every method this many times, the order reversed every other "
+                         "round, and show each one's median run (each run writes a new "
+                         "destination; all are deleted at the end, because deleting on a "
+                         "disk mounted with discard slows the next run's file creation)")
     ap.add_argument("--verify-all", action="store_true", help="sha256 of every file, not 200")
     ap.add_argument("--settle-max", type=float, default=30,
                     help="seconds to wait at most for idle CPUs before each run")
@@ -649,7 +677,6 @@ def main(argv: list[str] | None = None) -> int:
     work.mkdir(parents=True, exist_ok=True)
     work.chmod(0o755)  # nginx workers run as nobody
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # so the finally blocks run
-    results: list[Result] = []
     try:
         data = generate(work, args.images, args.seed)
         bd.warm(data.root)
@@ -677,12 +704,15 @@ def main(argv: list[str] | None = None) -> int:
             for w in args.workers:
                 runs.append((f"ours-front-{w}", data.paths, lambda d, w=w: run_ours(
                     work, d, data.root, w, front=True, bundle_files=args.bundle_files)))
-        for name, paths, run in runs:
-            target = dest(name)
-            result = run(target)
-            check(result, target, data, paths, sample)
-            bd.log(f"{name}: {result.seconds} s, {result.status}")
-            results.append(result)
+        rounds: dict[str, list[Result]] = {name: [] for name, _, _ in runs}
+        for n in range(args.rounds):  # the order flips every round
+            for name, paths, run in (runs if n % 2 == 0 else runs[::-1]):
+                target = dest(f"{name}-{n}")  # nothing deleted until the end (see --rounds)
+                result = run(target)
+                check(result, target, data, paths, sample)
+                bd.log(f"round {n + 1} {name}: {result.seconds} s, {result.status}")
+                rounds[name].append(result)
+        results = [median_result(rounds[name]) for name, _, _ in runs]
         report = {"images": len(data.paths), "total_bytes": data.total_bytes,
                   "image_bytes": f"{IMAGE_BYTES} +-{SPREAD:.0%}", "machine": machine(),
                   "latency": inside and {k: inside[k] for k in ("rtt_ms", "ping_rtt_ms", "how")},

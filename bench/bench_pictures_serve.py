@@ -82,6 +82,7 @@ def start_ours(work: Path, root: Path) -> tuple[subprocess.Popen[bytes], int]:
         "logging": {"level": "WARNING"},
     }))
     port_file = work / "serve.port"
+    port_file.unlink(missing_ok=True)  # a run before in the same work dir left its port
     proc = subprocess.Popen([sys.executable, "-m", "datahubsync", "--config", str(cfg), "serve",
                              "--port-file", str(port_file)], cwd=REPO,
                             stderr=open(work / "serve.log", "ab"))
