@@ -86,13 +86,18 @@ def start_ours(work: Path, root: Path) -> tuple[subprocess.Popen[bytes], int]:
     proc = subprocess.Popen([sys.executable, "-m", "datahubsync", "--config", str(cfg), "serve",
                              "--port-file", str(port_file)], cwd=REPO,
                             stderr=open(work / "serve.log", "ab"))
-    deadline = time.monotonic() + 30
-    while not port_file.exists():
-        if proc.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError((work / "serve.log").read_text())
-        time.sleep(0.05)
-    port = int(port_file.read_text())
-    wait_port(port)
+    try:
+        deadline = time.monotonic() + 30
+        while not port_file.exists():
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError((work / "serve.log").read_text())
+            time.sleep(0.05)
+        port = int(port_file.read_text())
+        wait_port(port)
+    except BaseException:  # a serve that never answered is not left running
+        proc.terminate()
+        proc.wait()
+        raise
     return proc, port
 
 
