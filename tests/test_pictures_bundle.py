@@ -5,6 +5,7 @@ when a bundle is refused, cut short or malformed."""
 from __future__ import annotations
 
 import json
+import re
 import socket
 import urllib.error
 import urllib.request
@@ -289,5 +290,86 @@ def test_a_client_that_stops_reading_is_dropped_after_send_timeout(tmp_path: Pat
             asked = size
         received = picture_hub.unread_until_dropped(request)
         assert received < asked / 2, "most of the answer was never sent"
+    finally:
+        picture_hub.hub.stop()
+
+
+def test_a_picture_that_shrinks_while_it_is_sent_drops_the_connection(tmp_path: Path) -> None:
+    """The entry line announced 16 MiB; the file is cut to nothing once the answer has
+    started (the client reads nothing more meanwhile, so most of it is still unsent):
+    serve cannot fill the entry, drops the connection and counts it, and never pads."""
+    size = bundle_format.MAX_BUNDLED_BYTES
+    picture_hub = start_picture_hub(tmp_path, picture_bytes=size)
+    try:
+        name = next(n for n in sorted(picture_hub.tree.files) if n.endswith("a.jpg"))
+        on_disk = picture_hub.tree.root / "2025" / "10" / "01" / "a.jpg"
+        body = json.dumps({"files": [{"path": name}]}).encode()
+        request = (b"POST %s HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n"
+                   b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+                   % (bundle_format.PATH.encode(), TOKEN.encode(), len(body), body))
+        port = int(picture_hub.url.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=60) as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+            sock.sendall(request)
+            head = b""
+            while b"}\n" not in head:  # the headers, then the entry's line
+                chunk = sock.recv(4096)
+                assert chunk, f"closed after {head!r}"
+                head += chunk
+            assert head.startswith(b"HTTP/1.1 200") and b'{"size": %d}\n' % size in head
+            on_disk.write_bytes(b"")  # the file is open, its size announced
+            received = len(head)
+            while chunk := sock.recv(1024 * 1024):  # what was sent before, then the drop
+                received += len(chunk)
+        assert received < size, "the entry was not filled in"
+        assert picture_hub.wait_metric("datahubsync_pictures_errors_total", 1,
+                                       transport="http", reason="file_changed") == 1
+    finally:
+        picture_hub.hub.stop()
+
+
+def _rss_kib(pid: int) -> int:
+    """VmRSS of ``pid`` and of its children (serve's forked workers)."""
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    total = 0
+    for one in [pid, *map(int, children)]:
+        status = Path(f"/proc/{one}/status").read_text()
+        total += int(re.search(r"^VmRSS:\s+(\d+) kB", status, re.M).group(1))
+    return total
+
+
+def test_stalled_bundles_of_large_pictures_hold_no_copies_in_memory(tmp_path: Path) -> None:
+    """Eight bundles of 16 MiB pictures whose clients read only the first entry line:
+    the pictures go out from the page cache (sendfile), so serve's memory does not
+    grow by the pictures in flight (reading each into memory first held at least
+    8 x 16 MiB here)."""
+    size = bundle_format.MAX_BUNDLED_BYTES
+    picture_hub = start_picture_hub(tmp_path, picture_bytes=size)
+    try:
+        assert picture_hub.hub.proc is not None
+        name = next(n for n in sorted(picture_hub.tree.files) if n.endswith("a.jpg"))
+        body = json.dumps({"files": [{"path": name}] * 4}).encode()
+        request = (b"POST %s HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n"
+                   b"Content-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+                   % (bundle_format.PATH.encode(), TOKEN.encode(), len(body), body))
+        port = int(picture_hub.url.rsplit(":", 1)[1])
+        before = _rss_kib(picture_hub.hub.proc.pid)
+        stalled = []
+        try:
+            for _ in range(8):
+                sock = socket.create_connection(("127.0.0.1", port), timeout=60)
+                stalled.append(sock)
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 64 * 1024)
+                sock.sendall(request)
+                head = b""
+                while b"}\n" not in head:  # the answer has started: its first entry is open
+                    chunk = sock.recv(4096)
+                    assert chunk, f"closed after {head!r}"
+                    head += chunk
+            grown = _rss_kib(picture_hub.hub.proc.pid) - before
+        finally:
+            for sock in stalled:
+                sock.close()
+        assert grown < 8 * size // 1024 // 2, f"serve grew by {grown} KiB"
     finally:
         picture_hub.hub.stop()

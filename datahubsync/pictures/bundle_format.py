@@ -19,8 +19,12 @@ order asked, each one line of JSON ending in ``\n``:
 - ``{"missing": true}``: refused, missing or unreadable (what ``/files``
   answers with 404);
 - ``{"large": true}``: more than ``MAX_BUNDLED_BYTES``; fetch it alone with
-  ``GET /files/...`` (each entry is read whole before its line is written, so
-  the size in the line is the size sent).
+  ``GET /files/...``.
+
+The size in a line is the file's size when the server opened it, and exactly
+that many bytes follow. A file that shrinks before it is all sent cannot fill
+its entry: the server then drops the connection, and the client keeps the
+entries that came whole and fetches the rest one GET each.
 
 400 for a body that is not of this form, 401 without a token, 413 for a body
 over ``BODY_LIMIT``. An older ``serve`` answers 404 or 405 here: clients then

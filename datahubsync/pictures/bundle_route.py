@@ -1,8 +1,14 @@
 """``POST /api/v1/pictures/bundle``: the server's side of the picture bundle.
 
-The exchange is described in :mod:`datahubsync.pictures.bundle_format`. Each
-entry is read whole before its line is written, so the size in the line is
-the size sent even when the file changes meanwhile.
+The exchange is described in :mod:`datahubsync.pictures.bundle_format`.
+
+Each picture goes out as one HTTP chunk, its entry line then its bytes, sent
+from the page cache with ``sendfile`` (reading each picture into Python and
+writing it out again was most of the route's CPU). The size in the line is the
+file's size when it was opened: a file that grows meanwhile is sent up to that
+size; a file that shrinks cannot fill its entry, so the connection is dropped
+there, and the client keeps the whole entries before it and fetches the rest
+one GET each.
 """
 
 from __future__ import annotations
@@ -29,13 +35,14 @@ from datahubsync.pictures.file_routes import SERVICE, PictureService, url_path_t
 from datahubsync.pictures.paths import map_path, open_beneath
 
 BODY_LIMIT = 1024 * 1024  # 64 paths of paths.MAX_PATH_CHARS characters, JSON-escaped
-# Read on the event loop up to this size (page cache: tens of microseconds); bigger files
-# in a thread, so a cold disk does not hold the other connections
-INLINE_READ = 1024 * 1024
 TRANSPORT = "http"
-# An entry goes out in pieces of this size, each within send_timeout: a 16 MiB picture
+# A picture goes out in pieces of this size, each within send_timeout: a 16 MiB picture
 # over a slow link is not dropped, a client that reads nothing is
 WRITE_PIECE = 256 * 1024
+
+
+class FileShrank(Exception):
+    """A picture became shorter than the size its entry line announced."""
 
 
 def parse_request(body: Any) -> list[tuple[str, int | None]]:
@@ -53,19 +60,6 @@ def parse_request(body: Any) -> list[tuple[str, int | None]]:
             raise BodyError(400, f"files[{n}].have: a size in bytes, or absent")
         wanted.append((path, have))
     return wanted
-
-
-def _read_whole(fobj: IO[bytes], size: int) -> bytes:
-    """At most ``size`` bytes (a file growing meanwhile is cut at the size it had)."""
-    parts = []
-    left = size
-    while left > 0:
-        block = fobj.read(left)
-        if not block:
-            break  # shrank meanwhile: what is there is what is sent, with its size
-        parts.append(block)
-        left -= len(block)
-    return b"".join(parts)
 
 
 class BundleRoute:
@@ -94,12 +88,21 @@ class BundleRoute:
         await response.prepare(request)
         try:
             for path, have in wanted:
-                entry = memoryview(await self._entry(path, have))
-                for start in range(0, len(entry), WRITE_PIECE):  # the deadline is per piece:
-                    async with asyncio.timeout(self.send_timeout):  # progress, not a rate
-                        await response.write(entry[start:start + WRITE_PIECE])
+                line, fobj, size = self._entry(path, have)
+                if fobj is None:
+                    async with asyncio.timeout(self.send_timeout):
+                        await response.write(line)
+                    continue
+                with fobj:
+                    await self._send_picture(request, line, fobj, size)
+                service.stats.sent(TRANSPORT, size)
         except TimeoutError:
             service.stats.error(TRANSPORT, "send_timeout")
+            if request.transport is not None:
+                request.transport.abort()
+            return response
+        except FileShrank:
+            service.stats.error(TRANSPORT, "file_changed")
             if request.transport is not None:
                 request.transport.abort()
             return response
@@ -109,8 +112,30 @@ class BundleRoute:
         await response.write_eof()
         return response
 
-    async def _entry(self, path: str, have: int | None) -> bytes:
-        """One entry's line and bytes."""
+    async def _send_picture(self, request: web.Request, line: bytes, fobj: IO[bytes],
+                            size: int) -> None:
+        """One chunk of the chunked answer, written straight to the connection: its size
+        line, the entry line, ``size`` bytes of ``fobj`` by sendfile, and its CRLF.
+        (aiohttp's writer frames each write as a chunk of its own; sendfile bypasses it,
+        so the framing is written here, in the same order on the same transport.)"""
+        transport = request.transport
+        if transport is None or transport.is_closing():
+            raise ConnectionResetError("the client went away")
+        loop = asyncio.get_running_loop()
+        transport.write(b"%x\r\n%b" % (len(line) + size, line))
+        sent = 0
+        while sent < size:  # the deadline is per piece: progress, not a rate
+            if transport.is_closing():  # sendfile would raise RuntimeError
+                raise ConnectionResetError("the client went away")
+            async with asyncio.timeout(self.send_timeout):
+                count = await loop.sendfile(transport, fobj, sent, min(WRITE_PIECE, size - sent))
+            if not count:
+                raise FileShrank(f"{fobj.name}: {sent} of {size} bytes")
+            sent += count
+        transport.write(b"\r\n")
+
+    def _entry(self, path: str, have: int | None) -> tuple[bytes, IO[bytes] | None, int]:
+        """An entry's line, and the open picture and its size when bytes follow."""
         stats = self.service.stats
         # what GET /files/{path} maps for this path, with the client's spelling of it (an
         # empty or over-long path maps to nothing, as there)
@@ -119,17 +144,12 @@ class BundleRoute:
         opened = open_beneath(mapped) if mapped is not None else None
         if opened is None:
             stats.error(TRANSPORT, "not_found" if mapped else "refused")
-            return MISSING
+            return MISSING, None, 0
         fobj, size = opened
-        with fobj:
-            if have is not None and have == size:
-                return SAME
-            if size > MAX_BUNDLED_BYTES:
-                return LARGE
-            data = (_read_whole(fobj, size) if size <= INLINE_READ
-                    else await asyncio.to_thread(_read_whole, fobj, size))
-        stats.sent(TRANSPORT, len(data))
-        return b"".join((json.dumps({"size": len(data)}).encode(), b"\n", data))
+        if (have is not None and have == size) or size > MAX_BUNDLED_BYTES:
+            fobj.close()
+            return (SAME if size == have else LARGE), None, 0
+        return json.dumps({"size": size}).encode() + b"\n", fobj, size
 
 
 def setup(app: web.Application, loaded: LoadedConfig) -> None:
