@@ -240,7 +240,7 @@ class HttpTransport:
                 conn.close()
             if isinstance(exc, socket.gaierror) or exc.errno in _NETWORK_ERRNOS:
                 return Fetched("error", error=describe_error(exc))
-            return Fetched("error", error=f"local: {exc.strerror or exc}: {exc.filename or dest}")
+            return _local_failure(exc, dest)
 
     def fetch_many(self, items: Sequence[tuple[str, Path]]) -> list[Fetched]:
         """Each (remote, dest): our server's pictures in one bundle when it has the route,
@@ -286,8 +286,7 @@ class HttpTransport:
                 try:
                     out[n] = fetched = self._entry(response, dest, have[n], buffer, staged)
                 except LocalError as exc:
-                    fetched = out[n] = Fetched("error", error=f"local: {exc.strerror}: "
-                                                             f"{exc.filename}")
+                    fetched = out[n] = _local_failure(exc, dest)
                 if fetched is not None and fetched.state == "error":
                     conn.close()  # the rest of this entry is still on the wire
                     return out
@@ -341,10 +340,14 @@ def _placed(items: Sequence[tuple[str, Path]], fetched: list[Fetched],
     if not len(staged):
         return fetched
     failed = staged.commit(placed=lambda _dest: FILE_WRITTEN.reached())
-    return [Fetched("error", error=f"local: {failed[dest].strerror or failed[dest]}: "
-                                   f"{failed[dest].filename or dest}")
-            if dest in failed and got.state == "downloaded" and not got.skipped else got
+    return [_local_failure(failed[dest], dest) if dest in failed else got  # only staged fail
             for (_, dest), got in zip(items, fetched, strict=True)]
+
+
+def _local_failure(exc: OSError, name: Path) -> Fetched:
+    """The mirror's disk failed (disk full, permissions, a failed sync): an error that
+    names the file, told apart from the network's."""
+    return Fetched("error", error=f"local: {exc.strerror or exc}: {exc.filename or name}")
 
 
 class LocalError(OSError):
@@ -450,7 +453,7 @@ class LegacyTcpTransport:
             return Fetched("error", error=str(exc))
         except (OSError, struct.error) as exc:
             if isinstance(exc, OSError) and exc.filename:
-                return Fetched("error", error=f"local: {exc.strerror}: {exc.filename}")
+                return _local_failure(exc, dest)
             return Fetched("error", error=f"{type(exc).__name__}: {exc}")
 
     def fetch_many(self, items: Sequence[tuple[str, Path]]) -> list[Fetched]:
