@@ -3,8 +3,9 @@
 The exchange is described in :mod:`datahubsync.pictures.bundle_format`.
 
 Each picture goes out as one HTTP chunk, its entry line then its bytes, sent
-from the page cache with ``sendfile`` (reading each picture into Python and
-writing it out again was most of the route's CPU). The size in the line is the
+from the page cache with ``sendfile``, so no picture is held in memory: read
+into Python first, eight stalled bundles of 16 MiB pictures held 195 MiB (the
+route's CPU was the same either way). The size in the line is the
 file's size when it was opened: a file that grows meanwhile is sent up to that
 size; a file that shrinks cannot fill its entry, so the connection is dropped
 there, and the client keeps the whole entries before it and fetches the rest
@@ -96,13 +97,9 @@ class BundleRoute:
                 with fobj:
                     await self._send_picture(request, line, fobj, size)
                 service.stats.sent(TRANSPORT, size)
-        except TimeoutError:
-            service.stats.error(TRANSPORT, "send_timeout")
-            if request.transport is not None:
-                request.transport.abort()
-            return response
-        except FileShrank:
-            service.stats.error(TRANSPORT, "file_changed")
+        except (TimeoutError, FileShrank) as exc:  # the answer cannot go on: cut it here
+            service.stats.error(TRANSPORT, "send_timeout" if isinstance(exc, TimeoutError)
+                                else "file_changed")
             if request.transport is not None:
                 request.transport.abort()
             return response
@@ -146,9 +143,10 @@ class BundleRoute:
             stats.error(TRANSPORT, "not_found" if mapped else "refused")
             return MISSING, None, 0
         fobj, size = opened
-        if (have is not None and have == size) or size > MAX_BUNDLED_BYTES:
+        verdict = SAME if size == have else LARGE if size > MAX_BUNDLED_BYTES else None
+        if verdict is not None:  # nothing follows the line
             fobj.close()
-            return (SAME if size == have else LARGE), None, 0
+            return verdict, None, 0
         return json.dumps({"size": size}).encode() + b"\n", fobj, size
 
 
