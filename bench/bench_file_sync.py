@@ -33,6 +33,9 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
+sys.path.insert(0, str(HERE))
+import bench_datasets as bd  # noqa: E402
+
 WAYS = ("plain", "fsync each", "staged")
 SIZE = 200 * 1024
 
@@ -63,9 +66,7 @@ for n in range(files):
 
 def machine_cpu() -> float:
     """Seconds of CPU the machine has spent (all CPUs, idle and iowait excluded)."""
-    with open("/proc/stat") as fh:
-        fields = [int(v) for v in fh.readline().split()[1:]]
-    return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
+    return bd.machine_busy()[0] / bd._TICK
 
 
 def run(way: str, root: Path, files: int, batch: int) -> tuple[float, float, int | None]:

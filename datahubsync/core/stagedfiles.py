@@ -95,13 +95,11 @@ class StagedFiles:
         them when the sync failed, else those whose rename did."""
         staged, self._staged = self._staged, []
         failed: dict[Path, OSError] = {}
+        # syncfs: one file per filesystem stands for all; without it, every file itself
+        targets = staged if self.syncfs is None else {w.device: w for w in staged}.values()
         try:
-            if self.syncfs is None:
-                for writer in staged:
-                    sync_filesystem_of(writer.tmp, None)
-            else:
-                for writer in {writer.device: writer for writer in staged}.values():
-                    sync_filesystem_of(writer.tmp, self.syncfs)
+            for writer in targets:
+                sync_filesystem_of(writer.tmp, self.syncfs)
         except OSError as exc:
             for writer in staged:
                 writer.abort()
