@@ -11,6 +11,7 @@ from tests.helpers import Hub, make_dataset
 from tests.mysqlserver import mysql_table, mysql_url  # noqa: F401 - fixtures for every module
 from tests.pgserver import pg_table, pg_url  # noqa: F401 - fixtures for every module
 from tests.pictures_client_kit import task_table  # noqa: F401 - fixture
+from tests.scripted_http import Make, scripted_servers
 
 
 @pytest.fixture(autouse=True)
@@ -40,3 +41,10 @@ def hub(tmp_path: Path, data_root: Path) -> Iterator[Hub]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def scripted() -> Iterator[Make]:
+    """Scripted raw HTTP servers (tests.scripted_http), closed after the test."""
+    with scripted_servers() as make:
+        yield make

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import socket
 import struct
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from datahubsync.pictures.transfer import HttpTransport, LegacyTcpTransport, local_path
 from tests.helpers import serve_connections
+from tests.scripted_http import Cut, Make, Scripted, body_of, ok, open_sockets
 
 
 @pytest.fixture
@@ -159,3 +161,101 @@ def test_legacy_frame_over_max_or_longer_than_announced(
     got = transport.fetch("D:\\pic\\a.jpg", dest)
     assert got.state == "error" and "more than the 1000 bytes" in got.error
     assert not dest.exists()
+
+
+# --------------------------------------------------------------- GETs written ahead
+
+
+def _remotes(count: int) -> list[str]:
+    return [f"D:\\pic\\p{n}.jpg" for n in range(count)]
+
+
+def _ahead(tmp_path: Path, server: Scripted, remotes: list[str],
+           max_bytes: int = 64 * 1024) -> list[tuple[str, str | None]]:
+    transport = HttpTransport(server.url, "t", 30, max_bytes=max_bytes, bundle_files=0)
+    got = transport.fetch_many([(r, local_path(tmp_path, r)) for r in remotes])
+    transport.close()
+    return [(g.state, g.error) for g in got]
+
+
+def test_new_pictures_are_pipelined_and_each_answer_settles_its_own(
+        tmp_path: Path, scripted: Make) -> None:
+    """One connection for twenty GETs written ahead: a 404 is not found, a picture over
+    max_picture_bytes an error (its connection dropped, the rest on a new one), the
+    others downloaded whole, no temp file anywhere."""
+    def reply(path: str, _n: int) -> bytes:
+        if path.endswith("/p3.jpg"):
+            return b"HTTP/1.1 404 Not Found\r\nContent-Length: 9\r\n\r\nnot found"
+        return ok(b"x" * 70_000) if path.endswith("/p7.jpg") else ok(body_of(path))
+
+    server = scripted(reply)
+    remotes = _remotes(20)
+    got = _ahead(tmp_path, server, remotes)
+    assert got[3] == ("not_found", "HTTP 404 from server")
+    assert got[7][0] == "error" and "more than pictures.max_picture_bytes" in (got[7][1] or "")
+    assert [state for state, _ in got].count("downloaded") == 18
+    for n, remote in enumerate(remotes):
+        dest = local_path(tmp_path, remote)
+        assert dest.exists() == (n not in (3, 7))
+        if dest.exists():
+            assert dest.read_bytes() == body_of(f"/files/D:/pic/p{n}.jpg")
+    assert not list(tmp_path.rglob(".*.part"))
+    assert server.connections == 2 and max(server.queued) > 1
+    assert set(server.paths) == {f"/files/D:/pic/p{n}.jpg" for n in range(20)}
+
+
+def test_a_pipelined_picture_cut_mid_body_is_an_error_alone(
+        tmp_path: Path, scripted: Make) -> None:
+    server = scripted(lambda path, _n: Cut(ok(body_of(path))[:-50]) if path.endswith("/p2.jpg")
+                      else ok(body_of(path)))
+    got = _ahead(tmp_path, server, _remotes(6))
+    assert got[2][0] == "error" and "truncated" in (got[2][1] or "")
+    assert [s for s, _ in got] == ["downloaded"] * 2 + ["error"] + ["downloaded"] * 3
+    assert not local_path(tmp_path, _remotes(6)[2]).exists()
+    assert not list(tmp_path.rglob(".*.part"))
+
+
+def test_a_refused_token_refuses_every_pipelined_picture(tmp_path: Path,
+                                                        scripted: Make) -> None:
+    server = scripted(lambda _path, _n: b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\n\r\n")
+    assert [s for s, _ in _ahead(tmp_path, server, _remotes(5))] == ["refused"] * 5
+    assert server.connections == 1
+
+
+def test_a_pass_closes_its_threads_connections(tmp_path: Path, scripted: Make) -> None:
+    """``pictures run`` starts new fetch threads every pass: each thread's keep-alive
+    connections are closed when it ends, not kept open for the life of the process."""
+    from datahubsync.pictures.config import PicturesConfig
+    from datahubsync.pictures.fetching import DownloadPass
+    from datahubsync.pictures.ledger import Ledger, NewTask, RetryRules
+    from datahubsync.pictures.result import PassResult
+    from datahubsync.pictures.transfer import PathLocks
+
+    server = scripted(lambda path, _n: ok(body_of(path)))
+    cfg = PicturesConfig(server_url=server.url, token="t", local_root=tmp_path / "m",
+                         workers=4, bundle_files=0)
+    ledger = Ledger(f"sqlite:///{tmp_path / 'ledger.db'}")
+    rules = RetryRules(60, 3600, 86400, 3)
+    transport = HttpTransport(server.url, "t", 30, bundle_files=0)
+    before = open_sockets()
+    for n in range(3):
+        ledger.add_tasks([NewTask(f"t{n}", tuple(_remotes(12)[4 * n:4 * n + 4]))])
+        result = PassResult()
+        DownloadPass(cfg, ledger, rules, transport, PathLocks(), lambda _: None,
+                     lambda: 1e12).run(result)
+        assert result.downloaded == 4
+    assert server.connections >= 3
+    assert _wait_for(lambda: open_sockets() <= before), \
+        f"{open_sockets() - before} sockets left open"
+    transport.close()
+    ledger.close()
+
+
+def _wait_for(condition: Callable[[], bool], bound: float = 30) -> bool:
+    """The fetch threads close their connections as they end, after the pass returns."""
+    deadline = time.monotonic() + bound
+    while not condition():
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.05)
+    return True

@@ -21,7 +21,7 @@ URLS = {
     "sqlite": "sqlite://",
 }
 PACKAGES = ("aiohttp", "click", "pydantic", "requests", "sqlalchemy", "psycopg", "pymysql",
-            "oracledb", "certifi", "zlib-ng", "isal")
+            "oracledb", "certifi", "zlib-ng", "isal", "httptools")
 
 
 def _version(name: str) -> str | None:

@@ -255,7 +255,7 @@ class KeepAlivePool:
         self.user_agent = user_agent or f"datahubsync/{__version__}"
         self._local = threading.local()  # per thread: {(scheme, netloc): connection}
         self._guard = threading.Lock()
-        self._all: list[http.client.HTTPConnection] = []
+        self._all: set[http.client.HTTPConnection] = set()
 
     def _connection(self, scheme: str, netloc: str) -> tuple[http.client.HTTPConnection, bool]:
         """This thread's connection to ``netloc``, and whether it was open already (kept
@@ -273,7 +273,7 @@ class KeepAlivePool:
                 raise ValueError(f"not an http(s) URL: {scheme}://{netloc}")
             conns[(scheme, netloc)] = conn
             with self._guard:
-                self._all.append(conn)
+                self._all.add(conn)
         if conn.sock is not None:
             return conn, True
         conn.connect()
@@ -304,6 +304,16 @@ class KeepAlivePool:
         body = response.read(ERROR_BODY_MAX + 1)
         if len(body) > ERROR_BODY_MAX or not response.isclosed():
             conn.close()
+
+    def release_thread(self) -> None:
+        """Close the calling thread's connections: a thread that ends must not leave them
+        open for the life of the process (``pictures run`` starts new threads each pass)."""
+        conns = getattr(self._local, "conns", {})
+        with self._guard:
+            for conn in conns.values():
+                conn.close()
+                self._all.discard(conn)
+        conns.clear()
 
     def close(self) -> None:
         with self._guard:

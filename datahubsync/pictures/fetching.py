@@ -88,6 +88,12 @@ class DownloadPass:
         results: queue.SimpleQueue[tuple[Outcome, bool]] = queue.SimpleQueue()
 
         def work() -> None:
+            try:
+                take_jobs()
+            finally:
+                self.transport.release_thread()
+
+        def take_jobs() -> None:
             last = False
             while not last and (row := jobs.get()) is not None:
                 rows = [row]

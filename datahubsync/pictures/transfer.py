@@ -41,15 +41,17 @@ import select
 import socket
 import struct
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
+from http import HTTPStatus
 from pathlib import Path
-from typing import Protocol
+from typing import NoReturn, Protocol
 from urllib.parse import quote, unquote, urlsplit
 
 from datahubsync.core.crashpoint import CrashPoint
-from datahubsync.core.http import KeepAlivePool, describe_error
+from datahubsync.core.http import ERROR_BODY_MAX, KeepAlivePool, describe_error
+from datahubsync.core.pipelined import Abandon, PipelinedGets
 from datahubsync.core.stagedfiles import StagedFiles
 from datahubsync.core.statefile import AtomicFile
 from datahubsync.pictures import bundle_format
@@ -80,6 +82,9 @@ class Transport(Protocol):
     def fetch(self, remote: str, dest: Path) -> Fetched: ...
 
     def fetch_many(self, items: Sequence[tuple[str, Path]]) -> list[Fetched]: ...
+
+    def release_thread(self) -> None:
+        """Close what the calling thread holds open (a fetch thread's end)."""
 
     def close(self) -> None: ...
 
@@ -164,6 +169,7 @@ class HttpTransport:
         self.token = token
         self.timeout = timeout
         self.pool = KeepAlivePool(timeout)
+        self.ahead = PipelinedGets(timeout)
         # False once the server answered the bundle route with 404/405 (an older serve)
         self.bundles = bundle_files > 1 and bool(server_url)
 
@@ -199,11 +205,7 @@ class HttpTransport:
             conn, response = self.pool.request("GET", url, headers)
             if response.status != 200:
                 self.pool.discard(conn, response)  # the error body must not be left for the next
-                if response.status in (404, 410):
-                    return Fetched("not_found", error=f"HTTP {response.status} from server")
-                if response.status in (401, 403) and self.is_ours(remote):
-                    return _refused(response.status)
-                return Fetched("error", error=f"HTTP {response.status} {response.reason}")
+                return _status_failure(response.status, response.reason, self.is_ours(remote))
             expected = response.getheader("Content-Length")
             if expected is not None and (not expected.isdigit()
                                          or int(expected) > self.max_bytes):
@@ -254,9 +256,27 @@ class HttpTransport:
                 for n, fetched in zip(ours, self._bundle([items[n] for n in ours], staged),
                                       strict=True):
                     got[n] = fetched
+            ahead = [n for n in ours if got[n] is None and _existing_size(items[n][1]) is None]
+            if len(ahead) > 1:
+                for n, fetched in zip(ahead, self._pipelined([items[n] for n in ahead], staged),
+                                      strict=True):
+                    got[n] = fetched
             done = [fetched if fetched is not None else self._get(*items[n], staged)
                     for n, fetched in enumerate(got)]
             return _placed(items, done, staged)
+
+    def _pipelined(self, items: Sequence[tuple[str, Path]],
+                   staged: StagedFiles) -> list[Fetched | None]:
+        """New pictures of our server, their GETs written ahead on one connection
+        (``core.pipelined``); None for one left to its own GET."""
+        assert self.server_url is not None  # only our server's paths come here
+        answers = _PictureAnswers([dest for _, dest in items], staged, self.max_bytes)
+        targets = []
+        for remote, _ in items:
+            parts = urlsplit(self.url_for(remote)[0])
+            targets.append(parts.path + (f"?{parts.query}" if parts.query else ""))
+        self.ahead.get(self.server_url, targets, self.url_for(items[0][0])[1], answers)
+        return answers.out
 
     def _bundle(self, items: Sequence[tuple[str, Path]],
                 staged: StagedFiles) -> list[Fetched | None]:
@@ -329,8 +349,86 @@ class HttpTransport:
                 writer.commit()
         return Fetched("downloaded", size)
 
+    def release_thread(self) -> None:
+        self.pool.release_thread()
+        self.ahead.release_thread()
+
     def close(self) -> None:
         self.pool.close()
+        self.ahead.close()
+
+
+class _PictureAnswers:
+    """Pipelined answers into staged files (a ``core.pipelined.Receiver``): a 200 within
+    ``max_bytes`` is downloaded; a 404 not found; an error body is read up to
+    ``ERROR_BODY_MAX``; a picture over the limit or a failed disk write settles its
+    own entry and abandons the connection."""
+
+    def __init__(self, dests: Sequence[Path], staged: StagedFiles, max_bytes: int) -> None:
+        self.dests, self.staged, self.max_bytes = dests, staged, max_bytes
+        self.out: list[Fetched | None] = [None] * len(dests)
+        self.writer: AtomicFile | None = None
+        self.expected: int | None = None
+        self.error_bytes = 0
+
+    def begin(self, index: int, status: int, headers: Mapping[str, str]) -> None:
+        self.writer, self.error_bytes = None, 0
+        if status != 200:
+            self.out[index] = _status_failure(status, _phrase(status), ours=True)
+            return
+        expected = headers.get("content-length")
+        if expected is not None and (not expected.isdigit() or int(expected) > self.max_bytes):
+            self.out[index] = Fetched("error", error=f"the server announces {expected[:30]} "
+                                      f"bytes, more than pictures.max_picture_bytes "
+                                      f"({self.max_bytes})")
+            raise Abandon
+        self.expected = None if expected is None else int(expected)
+        try:
+            self.writer = self.staged.writer(self.dests[index])
+        except OSError as exc:
+            self._fail(index, _local_failure(exc, self.dests[index]))
+
+    def body(self, index: int, data: bytes) -> None:
+        if self.writer is None:  # an error page: read it (bounded) to keep the connection
+            self.error_bytes += len(data)
+            if self.error_bytes > ERROR_BODY_MAX:
+                raise Abandon
+            return
+        try:
+            self.writer.write(data)
+        except OSError as exc:
+            self._fail(index, _local_failure(exc, self.dests[index]))
+        if self.writer.size > self.max_bytes:
+            self._fail(index, Fetched("error", error=f"more than pictures.max_picture_bytes "
+                                      f"({self.max_bytes}) sent; not stored"))
+
+    def end(self, index: int) -> None:
+        writer, self.writer = self.writer, None
+        if writer is None:
+            return
+        try:
+            writer.commit()  # staged: closed now, renamed once the batch is synced
+        except OSError as exc:
+            writer.abort()
+            self.out[index] = _local_failure(exc, self.dests[index])
+            return
+        self.out[index] = Fetched("downloaded", writer.size)
+
+    def broken(self, index: int, exc: BaseException) -> None:
+        writer, self.writer = self.writer, None
+        if writer is not None:
+            writer.abort()
+            self.out[index] = Fetched("error", error=f"truncated: {writer.size} of "
+                                      f"{self.expected} bytes ({describe_error(exc)})")
+        elif self.out[index] is None:
+            self.out[index] = Fetched("error", error=describe_error(exc))
+
+    def _fail(self, index: int, fetched: Fetched) -> NoReturn:
+        if self.writer is not None:
+            self.writer.abort()
+            self.writer = None
+        self.out[index] = fetched
+        raise Abandon
 
 
 def _placed(items: Sequence[tuple[str, Path]], fetched: list[Fetched],
@@ -377,6 +475,23 @@ def _receive_exactly(readinto: Callable[[memoryview], int], writer: AtomicFile, 
         with _on_disk(writer.tmp):
             writer.write(buffer[:got])
         left -= got
+
+
+def _status_failure(status: int, reason: str, ours: bool) -> Fetched:
+    """What an answer other than 200 means for a picture: 404/410 not found, 401/403
+    from our server a refused token (the pass stops), anything else an error."""
+    if status in (404, 410):
+        return Fetched("not_found", error=f"HTTP {status} from server")
+    if status in (401, 403) and ours:
+        return _refused(status)
+    return Fetched("error", error=f"HTTP {status} {reason}")
+
+
+def _phrase(status: int) -> str:
+    try:
+        return HTTPStatus(status).phrase
+    except ValueError:
+        return ""
 
 
 def _refused(status: int) -> Fetched:
@@ -458,6 +573,9 @@ class LegacyTcpTransport:
 
     def fetch_many(self, items: Sequence[tuple[str, Path]]) -> list[Fetched]:
         return [self.fetch(remote, dest) for remote, dest in items]
+
+    def release_thread(self) -> None:
+        pass  # a connection per request: nothing is kept
 
     def close(self) -> None:
         pass
