@@ -50,7 +50,8 @@ class PicturesConfig(Section):
     legacy_host: str | None = None  # legacy-tcp: the old server.py
     legacy_port: int = Field(5000, ge=1, le=65535)
     workers: int = Field(8, ge=1, le=256)
-    # pictures per POST /api/v1/pictures/bundle (http, our serve); 0 or 1: a GET each
+    # pictures per POST /api/v1/pictures/bundle (http, our serve), or GETs pipelined on one
+    # connection where the route is missing (the nginx front); 0 or 1: one GET at a time
     bundle_files: int = Field(32, ge=0, le=64)
     timeout: float = Field(60, gt=0)  # seconds a transfer may make no progress
     max_picture_bytes: int = Field(64 * 1024**2, gt=0)  # a longer body is an error, not stored
