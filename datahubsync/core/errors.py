@@ -71,3 +71,20 @@ class IntegrityError(DatahubsyncError):
 
 class UnsafeArchiveError(DatahubsyncError):
     """An archive member would escape its target or exceed the limits."""
+
+
+def describe_error(exc: BaseException, limit: int = 300) -> str:
+    """One readable line for a requests/urllib3 error: the innermost cause.
+
+    Their messages nest causes as tuple reprs; a log line or a ``--json``
+    message should say "ConnectionError: [Errno 111] Connection refused".
+    """
+    seen: BaseException = exc
+    while True:
+        inner = next((a for a in seen.args if isinstance(a, BaseException)), None)
+        inner = inner or getattr(seen, "reason", None) or seen.__cause__
+        if not isinstance(inner, BaseException) or inner is seen:
+            break
+        seen = inner
+    text = str(seen) if seen is exc else f"{exc.__class__.__name__}: {seen}"
+    return text if len(text) < limit else text[:limit] + "…"

@@ -7,7 +7,7 @@ package and waits a round trip per request. Here a batch of requests goes out in
 one write and httptools (the binding of llhttp, Node.js's parser) parses the
 answers in order as they arrive. 4 000 GETs of 200 KB from nginx on loopback,
 one thread: 0.55-0.60 s of wall time and 0.3 s of CPU, against 1.3-1.5 s and
-0.8-1.0 s through ``core.http.KeepAlivePool``.
+0.8-1.0 s through ``core.keepalive.KeepAlivePool``.
 
 Only for servers known to keep HTTP/1.1 connections alive with framed bodies
 (``Content-Length`` or chunked), such as ``serve`` and nginx: a body that runs
@@ -15,7 +15,7 @@ until the connection closes is broken off as truncated.
 
 The rules of the other client hold: a connect timeout, a read timeout on every
 receive, headers bounded (``header_max``), errors described by
-``core.http.describe_error``. The answers are handed to a :class:`Receiver` in
+``core.errors.describe_error``. The answers are handed to a :class:`Receiver` in
 request order. When a connection ends early (nginx closes one after
 ``keepalive_requests``, a server restarts, an answer is malformed), the answer
 in progress, if any bytes of it came, is reported broken; the requests after it

@@ -43,12 +43,11 @@ from urllib.parse import quote, urlsplit
 
 import requests
 
-from datahubsync.core.errors import ConfigError, DatahubsyncError, TempFailError
+from datahubsync.core.errors import ConfigError, DatahubsyncError, TempFailError, describe_error
 from datahubsync.core.http import (
     RetryableStatus,
     RetryPolicy,
     call_with_retry,
-    describe_error,
     make_session,
     raise_for_retryable,
     read_body,

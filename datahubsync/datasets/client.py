@@ -23,9 +23,10 @@ from datahubsync.core.errors import (
     DatahubsyncError,
     TempFailError,
     UsageError,
+    describe_error,
 )
 from datahubsync.core.fsutil import free_bytes
-from datahubsync.core.http import NotJson, RetryPolicy, describe_error, get_json
+from datahubsync.core.http import NotJson, RetryPolicy, get_json
 from datahubsync.core.locking import hold_lock
 from datahubsync.core.progress import NullProgress, Progress
 from datahubsync.core.timeutil import parse_hub_time, zone

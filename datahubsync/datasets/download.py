@@ -24,13 +24,8 @@ import requests
 import urllib3
 
 from datahubsync.core.crashpoint import CrashPoint
-from datahubsync.core.errors import IntegrityError, NetworkError, TempFailError
-from datahubsync.core.http import (
-    RetryPolicy,
-    call_with_retry,
-    describe_error,
-    raise_for_retryable,
-)
+from datahubsync.core.errors import IntegrityError, NetworkError, TempFailError, describe_error
+from datahubsync.core.http import RetryPolicy, call_with_retry, raise_for_retryable
 from datahubsync.core.progress import NullProgress, Progress
 from datahubsync.core.statefile import write_json_atomic
 

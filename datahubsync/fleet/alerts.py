@@ -22,7 +22,8 @@ from dataclasses import dataclass
 from email.message import EmailMessage
 from typing import Any
 
-from datahubsync.core.http import RetryPolicy, call_with_retry, describe_error, make_session
+from datahubsync.core.errors import describe_error
+from datahubsync.core.http import RetryPolicy, call_with_retry, make_session
 from datahubsync.core.reportstore import ReportStore
 
 log = logging.getLogger(__name__)

@@ -8,8 +8,8 @@ from urllib.parse import quote
 import requests
 
 from datahubsync.core.config import LoadedConfig
-from datahubsync.core.errors import ConfigError, TempFailError
-from datahubsync.core.http import NotJson, RetryPolicy, describe_error, get_json, make_session
+from datahubsync.core.errors import ConfigError, TempFailError, describe_error
+from datahubsync.core.http import NotJson, RetryPolicy, get_json, make_session
 
 
 def fetch_status(loaded: LoadedConfig, at: str | None = None) -> dict[str, Any]:

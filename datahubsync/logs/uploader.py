@@ -25,12 +25,11 @@ from urllib.parse import urlsplit
 import requests
 
 from datahubsync.core.crashpoint import CrashPoint
-from datahubsync.core.errors import ConfigError, TempFailError
+from datahubsync.core.errors import ConfigError, TempFailError, describe_error
 from datahubsync.core.http import (
     RetryableStatus,
     RetryPolicy,
     call_with_retry,
-    describe_error,
     raise_for_retryable,
 )
 from datahubsync.logs.queue import LogQueue

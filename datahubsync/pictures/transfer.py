@@ -53,7 +53,8 @@ from typing import NoReturn, Protocol
 from urllib.parse import quote, unquote, urlsplit
 
 from datahubsync.core.crashpoint import CrashPoint
-from datahubsync.core.http import ERROR_BODY_MAX, KeepAlivePool, describe_error
+from datahubsync.core.errors import describe_error
+from datahubsync.core.keepalive import ERROR_BODY_MAX, KeepAlivePool
 from datahubsync.core.pipelined import Abandon, PipelinedGets
 from datahubsync.core.stagedfiles import StagedFiles
 from datahubsync.core.statefile import AtomicFile
@@ -158,7 +159,7 @@ class HttpTransport:
     """``GET {server_url}/files/{path}`` over keep-alive connections, one per worker thread
     and server.
 
-    Through ``core.http.KeepAlivePool`` (with 200 KB pictures the client's CPU
+    Through ``core.keepalive.KeepAlivePool`` (with 200 KB pictures the client's CPU
     bounds the transfer rate; see there): a connection the server closed while
     idle is retried once on a fresh one, a response not read to its end closes
     its connection, and the body length is checked here.
