@@ -12,6 +12,10 @@ Side by side, each into a fresh empty destination, wall clock around the client:
   (``bench/seed_protocol.py``): a serial one-connection-per-file TCP client
   against the serial one-thread server. ``--seed-sample K`` fetches only K evenly
   spread files and extrapolates the time linearly (the output says so).
+- **seed+sync** (``--methods seed-sync``): the same, the client calling sync(2)
+  before it exits. The seed leaves its pictures in the page cache; ours are on
+  disk before the ledger records them, so this is the like-for-like figure. The
+  goals stay on the plain seed.
 - **aria2c+nginx**: ``aria2c -j16 -x1`` with an input file (one ``out=`` per URL,
   so it rebuilds the same tree) against nginx (``bench_pictures_serve.start_nginx``:
   ``worker_processes 2``, i.e. one per core on the 2-core bench machine,
@@ -191,6 +195,9 @@ SEED_CLIENT = (
     "paths = Path(sys.argv[2]).read_text('utf-8').splitlines(); "
     "print(json.dumps(fetch_serial('127.0.0.1', int(sys.argv[1]), paths, Path(sys.argv[3]))))"
 )
+# seed-sync: the same client, then sync(2) before it exits, so that its pictures are on disk
+# when the clock stops, as ours are (they are made durable before the ledger records them)
+SEED_CLIENT_SYNCED = SEED_CLIENT + "; import os; os.sync()"
 ARIA2C = ["aria2c", "-j16", "-x1", "--file-allocation=none", "--console-log-level=warn",
           "--summary-interval=0", "--auto-file-renaming=false", "--allow-overwrite=true"]
 
@@ -249,9 +256,11 @@ def timed_client(result: Result, label: str, cmd: list[str], server_pid: int,
     return m
 
 
-def run_seed(work: Path, data: Dataset, paths: list[str], dest: Path) -> Result:
-    """SerialServer (own process) + fetch_serial (own process) for ``paths``."""
-    result = Result("seed: serial TCP")
+def run_seed(work: Path, data: Dataset, paths: list[str], dest: Path,
+             synced: bool = False) -> Result:
+    """SerialServer (own process) + fetch_serial (own process) for ``paths``; ``synced``:
+    the client calls sync(2) before it exits."""
+    result = Result("seed+sync: serial TCP, then sync" if synced else "seed: serial TCP")
     port = bps.free_port()
     with open(work / "seed-server.log", "ab") as log:
         server = subprocess.Popen([sys.executable, str(HERE / "seed_protocol.py"), "serve",
@@ -261,7 +270,8 @@ def run_seed(work: Path, data: Dataset, paths: list[str], dest: Path) -> Result:
         bps.wait_port(port)
         listing = work / "seed-paths.txt"
         listing.write_text("\n".join(paths) + "\n", "utf-8")
-        m = timed_client(result, "seed", [sys.executable, "-c", SEED_CLIENT, str(port),
+        client = SEED_CLIENT_SYNCED if synced else SEED_CLIENT
+        m = timed_client(result, "seed", [sys.executable, "-c", client, str(port),
                                           str(listing), str(dest)], server.pid, cwd=HERE)
         counts = json.loads(m.stdout)
         if counts["downloaded"] != len(paths):
@@ -417,7 +427,7 @@ def ratio(num: Result | None, den: Result | None) -> float | None:
 
 def speedups(results: list[Result], r: Result) -> tuple[float | None, float | None]:
     """r's speed as a multiple of the seed's way and of aria2c + nginx (their time / r's)."""
-    seed = next((x for x in results if x.method.startswith("seed")), None)
+    seed = next((x for x in results if x.method.startswith("seed:")), None)
     aria = next((x for x in results if x.method.startswith("aria2c")), None)
     return ratio(seed, r), ratio(aria, r)
 
@@ -437,7 +447,8 @@ def seed_goal(rtt_ms: float) -> float:
 
 
 def table(results: list[Result], images: int, goal: float = 1.0) -> str:
-    seed = next((r for r in results if r.method.startswith("seed")), None)
+    seed = next((r for r in results if r.method.startswith("seed:")), None)
+    synced = next((r for r in results if r.method.startswith("seed+sync:")), None)
     rows = [("method", "seconds", "files/s", "MB/s", "x seed", "x aria2c", "client RSS",
              "server RSS max/sum xprocs", "CPU client/server", "status")]
     for r in results:
@@ -471,6 +482,10 @@ def table(results: list[Result], images: int, goal: float = 1.0) -> str:
                          f"{goal:g}x: {'-' if s is None else bd.ok(s >= goal)}), "
                          f"{f'{a:.2f}x' if a else '-'} aria2c+nginx's (goal >= 1.0x: "
                          f"{'-' if a is None else bd.ok(a >= 1.0)})")
+            both = ratio(synced, r)
+            if both is not None:
+                lines.append(f"{r.method}: {both:.1f}x the speed of the seed followed by sync "
+                             "(both durable when the clock stops; no goal)")
     return "\n".join(lines)
 
 
@@ -632,10 +647,13 @@ def main(argv: list[str] | None = None) -> int:
                     help="the seed's way fetches only K evenly spread files; time extrapolated")
     ap.add_argument("--workers", type=int, nargs="+", default=[8, 16],
                     help="pictures.workers of our runs (one run each)")
-    ap.add_argument("--methods", nargs="+", choices=["seed", "aria2c", "ours", "ours-front"],
+    ap.add_argument("--methods", nargs="+",
+                    choices=["seed", "seed-sync", "aria2c", "ours", "ours-front"],
                     default=["seed", "aria2c", "ours"],
                     help="ours-front: pictures once through the nginx front-end of "
-                         "`serve nginx-config`")
+                         "`serve nginx-config`; seed-sync: the seed's client, then sync(2) "
+                         "before it exits (its pictures on disk, as ours are, when the clock "
+                         "stops)")
     ap.add_argument("--bundle-files", type=int, help="pictures.bundle_files of our runs "
                     "(default: the config's default; 0 = one GET per picture)")
     ap.add_argument("--rounds", type=int, default=1,
@@ -669,7 +687,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.rtt_ms > 0 and inside is None:
         return run_in_netns(args.rtt_ms, argv)
     sample_note = ""
-    if args.rtt_ms > 0 and args.seed_sample is None and "seed" in args.methods:
+    if args.rtt_ms > 0 and args.seed_sample is None and {"seed", "seed-sync"} & set(args.methods):
         args.seed_sample = 500
         sample_note = " (the default with --rtt-ms; --seed-sample K to change it)"
     bd.SETTINGS["settle_max"] = args.settle_max
@@ -687,6 +705,7 @@ def main(argv: list[str] | None = None) -> int:
             return path
 
         sample = None if args.verify_all else 200
+        seedlike = bool({"seed", "seed-sync"} & set(args.methods))
         seed_paths = data.paths
         if args.seed_sample and args.seed_sample < len(seed_paths):
             seed_paths = [seed_paths[n * len(seed_paths) // args.seed_sample]
@@ -694,6 +713,9 @@ def main(argv: list[str] | None = None) -> int:
         runs: list[tuple[str, list[str], Callable[[Path], Result]]] = []
         if "seed" in args.methods:
             runs.append(("seed", seed_paths, lambda d: run_seed(work, data, seed_paths, d)))
+        if "seed-sync" in args.methods:
+            runs.append(("seed-sync", seed_paths,
+                         lambda d: run_seed(work, data, seed_paths, d, synced=True)))
         if "aria2c" in args.methods:
             runs.append(("aria2c", data.paths, lambda d: run_aria2c(work, data, d)))
         if "ours" in args.methods:
@@ -716,7 +738,7 @@ def main(argv: list[str] | None = None) -> int:
         report = {"images": len(data.paths), "total_bytes": data.total_bytes,
                   "image_bytes": f"{IMAGE_BYTES} +-{SPREAD:.0%}", "machine": machine(),
                   "latency": inside and {k: inside[k] for k in ("rtt_ms", "ping_rtt_ms", "how")},
-                  "seed_sample": len(seed_paths) if "seed" in args.methods else None,
+                  "seed_sample": len(seed_paths) if seedlike else None,
                   "results": [asdict(r) | dict(zip(("x_seed", "x_aria2c"), speedups(results, r),
                                                     strict=True)) for r in results]}
         if args.json:
@@ -729,7 +751,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{len(data.paths)} pictures, {data.total_bytes / bd.MB:.0f} MB, {where}, "
                   f"warm page cache; {m['cpus']} CPUs, Linux {m['kernel']}, Python {m['python']}, "
                   f"{m['nginx']}, {m['aria2c']}")
-            if "seed" in args.methods and len(seed_paths) < len(data.paths):
+            if seedlike and len(seed_paths) < len(data.paths):
                 print(f"the seed's way: a sample of {len(seed_paths)} files, time extrapolated"
                       f"{sample_note}")
             print(table(results, len(data.paths), seed_goal(args.rtt_ms)))
