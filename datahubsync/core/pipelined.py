@@ -27,14 +27,13 @@ from __future__ import annotations
 
 import socket
 import ssl
-import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Protocol
 from urllib.parse import SplitResult, urlsplit
 
 import httptools
 
-from datahubsync import __version__
+from datahubsync.core.threadconns import ThreadConnections
 
 HEADER_MAX = 64 * 1024  # bytes of status line and headers one answer may take
 SEND_MAX = 16 * 1024  # request bytes written before their answers are read: a socket
@@ -131,18 +130,9 @@ class _Answers:
 _BROKEN = (OSError, httptools.HttpParserError, TooLong)  # the connection's end, not a bug
 
 
-class PipelinedGets:
+class PipelinedGets(ThreadConnections[socket.socket]):
     """GETs on keep-alive connections, one per thread and server, ``SEND_MAX`` bytes of
     requests written ahead of their answers."""
-
-    def __init__(self, timeout: float, connect_timeout: float | None = None,
-                 user_agent: str | None = None) -> None:
-        self.timeout = timeout
-        self.connect_timeout = min(10.0, timeout) if connect_timeout is None else connect_timeout
-        self.user_agent = user_agent or f"datahubsync/{__version__}"
-        self._local = threading.local()  # per thread: {(scheme, netloc): socket}
-        self._guard = threading.Lock()
-        self._all: set[socket.socket] = set()
 
     def get(self, base_url: str, targets: Sequence[str], headers: Mapping[str, str],
             receiver: Receiver) -> None:
@@ -203,10 +193,7 @@ class PipelinedGets:
     def _socket(self, parts: SplitResult) -> tuple[socket.socket, bool]:
         """This thread's connection to the server of ``parts``, and whether it was open
         already (kept from an earlier batch, so the server may have closed it)."""
-        socks = getattr(self._local, "socks", None)
-        if socks is None:
-            socks = self._local.socks = {}
-        sock = socks.get((parts.scheme, parts.netloc))
+        sock = self._mine().get((parts.scheme, parts.netloc))
         if sock is not None:
             return sock, True
         if parts.scheme not in ("http", "https") or not parts.hostname:
@@ -222,27 +209,5 @@ class PipelinedGets:
         except BaseException:
             sock.close()
             raise
-        socks[(parts.scheme, parts.netloc)] = sock
-        with self._guard:
-            self._all.add(sock)
+        self._keep((parts.scheme, parts.netloc), sock)
         return sock, False
-
-    def _drop(self, key: tuple[str, str]) -> None:
-        sock = getattr(self._local, "socks", {}).pop(key, None)
-        if sock is not None:
-            with self._guard:
-                self._all.discard(sock)
-            sock.close()
-
-    def release_thread(self) -> None:
-        """Close the calling thread's connections (a thread that ends must not leave them
-        open for the life of the process)."""
-        for key in list(getattr(self._local, "socks", {})):
-            self._drop(key)
-
-    def close(self) -> None:
-        """Close every thread's connections."""
-        with self._guard:
-            socks, self._all = self._all, set()
-        for sock in socks:
-            sock.close()
